@@ -1,0 +1,88 @@
+"""``midipix``: the command line for people who do not open the Prefect UI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _ratios(text: str) -> tuple[float, float, float]:
+    parts = [float(x) for x in text.split(",")]
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError("give three comma-separated numbers: train,validation,test")
+    return tuple(parts)  # type: ignore[return-value]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="midipix", description="Piano MIDI to images and back, on Prefect.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build the tables of a corpus (a Prefect flow run)")
+    b.add_argument("--source", default="generated",
+                   help="maestro | generated[:N[:MINUTES]] | a folder | an fsspec URI or glob (default: generated)")
+    b.add_argument("--store", default=None, help="folder or s3://bucket/prefix (default: $MIDIPIX_STORE or ./midipix-data)")
+    b.add_argument("--name", default=None, help="table set name (default: from the source)")
+    b.add_argument("--split", choices=["auto", "maestro", "random"], default="auto",
+                   help="auto: MAESTRO's split where known, else seeded random by piece")
+    b.add_argument("--split-seed", type=int, default=0)
+    b.add_argument("--split-ratios", type=_ratios, default=(0.7, 0.2, 0.1), help="train,validation,test")
+    b.add_argument("--strict", action="store_true", help="fail on the first unreadable file")
+    b.add_argument("--workers", type=int, default=2)
+    b.add_argument("--maestro-url", default=None, help="another copy of the MAESTRO zip (mirror)")
+    b.add_argument("--maestro-sha256", default=None)
+    b.add_argument("--maestro-size", type=int, default=None)
+    b.add_argument("--json", action="store_true", help="print the flow's result as JSON")
+
+    s = sub.add_parser("show", help="summarise the table sets in a store")
+    s.add_argument("store", nargs="?", default=None, help="folder or s3://bucket/prefix")
+    s.add_argument("--name", default=None, help="only this table set")
+    s.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from tasks.settings import apply_prefect_defaults, get_settings
+
+    apply_prefect_defaults()
+    if args.command == "build":
+        from flows.build import BuildParams, MaestroOverrides, build_dataset
+        from tasks.tables import SplitConfig
+
+        params = BuildParams(
+            source=args.source, store=args.store, name=args.name, strict=args.strict, workers=args.workers,
+            split=SplitConfig(mode=args.split, seed=args.split_seed, ratios=args.split_ratios),
+            maestro=MaestroOverrides(url=args.maestro_url, sha256=args.maestro_sha256, size=args.maestro_size),
+        )
+        result = build_dataset(params)
+        if args.json:
+            print(json.dumps(result, indent=1))
+        else:
+            from tasks.store import Store
+            from tasks.summary import format_summary, summarize
+
+            print(format_summary(summarize(Store(result["store"]), result["name"]), result["store"]))
+            print(f"  this run: parsed {result['parsed']} files, reused {result['reused']}")
+        return 0
+    if args.command == "show":
+        from tasks.store import Store
+        from tasks.summary import format_summary, summarize
+        from tasks.tables import list_table_sets
+
+        store = Store(args.store or get_settings().store)
+        names = [args.name] if args.name else list_table_sets(store)
+        if not names:
+            print(f"no table sets in {store.uri}", file=sys.stderr)
+            return 1
+        summaries = [summarize(store, n) for n in names]
+        if args.json:
+            print(json.dumps(summaries, indent=1, default=str))
+        else:
+            print("\n\n".join(format_summary(s, store.uri) for s in summaries))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Thin Prefect tasks around the pure pipeline steps.
+
+Caching: ``midi_to_tables`` is keyed by the content hashes of its inputs, its parameters and the code
+version (``tables.version_id``), persisted as a small JSON result under the local cache, so a rerun
+with nothing changed shows the task as *Cached* in the Prefect UI. Before trusting a cache hit the
+key function checks that the table set still exists in the store; if it does not, the key changes
+and the task runs again. Heavy imports happen inside the tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.context import TaskRunContext
+from prefect.logging import get_run_logger
+
+from storage_schemas import tables as S
+from tasks import tables as T
+from tasks.settings import get_settings
+from tasks.sources import (ResolvedSource, fingerprint, generated_source, list_files, maestro_archive,
+                           maestro_source, read_file_bytes)
+from tasks.store import Store
+
+
+def result_storage() -> Path:
+    """Where Prefect keeps task results (small JSON documents: never data, never credentials)."""
+    path = Path(get_settings().cache_dir).resolve() / "prefect-results"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class _Progress:
+    """A Prefect progress artifact updated at most ``steps`` times."""
+
+    def __init__(self, description: str, steps: int = 10):
+        self.id = create_progress_artifact(progress=0.0, description=description)
+        self.steps = steps
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if total <= 0:
+            return
+        step = int(self.steps * done / total)
+        if step != self.last:
+            self.last = step
+            update_progress_artifact(self.id, progress=100.0 * done / total)
+
+
+@task(name="fetch-source", retries=2, retry_delay_seconds=[2, 10])
+def fetch_source(spec: str, maestro_overrides: dict | None = None) -> ResolvedSource:
+    """Resolve a source string: download MAESTRO, generate the built-in corpus, or list a folder/URI."""
+    logger = get_run_logger()
+    if spec == "maestro" or spec.startswith("maestro-v"):
+        archive = maestro_archive(**(maestro_overrides or {}))
+        logger.info("MAESTRO archive %s (%d bytes, sha256 %s…)", archive.name, archive.size, archive.sha256[:12])
+        src = maestro_source(archive, progress=_Progress(f"download {archive.filename}", steps=20))
+    elif spec == "generated" or spec.startswith("generated:"):
+        src = generated_source(spec)
+    else:
+        src = list_files(spec)
+    logger.info("source %s: %d MIDI files, metadata: %s", spec, len(src.files), src.metadata_uri or "none")
+    return src
+
+
+@task(name="fingerprint-files")
+def fingerprint_files(source: ResolvedSource) -> tuple[list[T.SourceFile], list[dict]]:
+    """sha256 of every file's bytes: what the cache keys of the later steps are made of."""
+    files, errors = fingerprint(source)
+    get_run_logger().info("fingerprinted %d files (%d unreadable)", len(files), len(errors))
+    return files, errors
+
+
+def _tables_params(split: T.SplitConfig, metadata_uri: str | None) -> dict:
+    return {"split": split.model_dump(mode="json"), "metadata": metadata_uri is not None}
+
+
+def _tables_cache_key(ctx: TaskRunContext, p: dict[str, Any]) -> str:
+    version = T.version_id(p["files"], _tables_params(p["split"], p["metadata_uri"]))
+    store_tag = hashlib.sha256(p["store_uri"].encode()).hexdigest()[:12]
+    key = f"midi-to-tables-{store_tag}-{p['name']}-{version}"
+    if not Store(p["store_uri"]).exists(S.manifest_key(p["name"], version)):
+        # the table set is not (or no longer) in the store: drop any old record so the task runs
+        (result_storage() / key).unlink(missing_ok=True)
+    return key
+
+
+@task(name="midi-to-tables", cache_key_fn=_tables_cache_key, persist_result=True, result_serializer="json")
+def midi_to_tables(store_uri: str, name: str, files: list[T.SourceFile], read_errors: list[dict],
+                   metadata_uri: str | None, split: T.SplitConfig, strict: bool = False,
+                   workers: int = 2) -> dict:
+    """Parse new files, reuse rows of unchanged ones, and write an immutable table set (unpublished)."""
+    from tasks.fetch import read_maestro_metadata
+
+    logger = get_run_logger()
+    store = Store(store_uri)
+    version = T.version_id(files, _tables_params(split, metadata_uri))
+    if store.exists(S.manifest_key(name, version)):
+        logger.info("table set %s/%s already in the store", name, version)
+        m = T.read_manifest(store, name, version)
+        return {"version": version, "rows": m["rows"], "parsed": 0, "reused": m["rows"]["pieces"],
+                "rejected": m["rows"]["rejects"]}
+
+    previous = None
+    current, _ = T.read_pointer(store, name)
+    if current is not None:
+        old = T.read_manifest(store, name)
+        if old.get("code_version") == T.code_version():
+            previous = T.PreviousTables(T.load_tables(store, old))
+    metadata = read_maestro_metadata(metadata_uri) if metadata_uri else None
+    t0 = time.perf_counter()
+    result = T.build_tables(files, lambda f: read_file_bytes(f.uri), metadata, split,
+                            previous=previous, workers=workers, progress=_Progress(f"parse {len(files)} files"))
+    result.tables["rejects"][None] = _with_read_errors(result, read_errors)
+    logger.info("parsed %d files, reused %d from the previous version, rejected %d (%.2f s)",
+                result.parsed, result.reused, result.tables["rejects"][None].num_rows, time.perf_counter() - t0)
+    if strict and result.tables["rejects"][None].num_rows:
+        rows = result.tables["rejects"][None].to_pylist()
+        listing = "; ".join(f"{r['relpath']}: {r['error_kind']}: {r['message']}" for r in rows[:10])
+        raise ValueError(f"--strict: {len(rows)} file(s) rejected: {listing}")
+    manifest = T.write_table_set(store, name, version, result, {
+        "params": _tables_params(split, metadata_uri), "parsed": result.parsed, "reused": result.reused,
+    }, workers=workers)
+    return {"version": version, "rows": manifest["rows"], "parsed": result.parsed, "reused": result.reused,
+            "rejected": manifest["rows"]["rejects"]}
+
+
+def _with_read_errors(result: T.BuildResult, read_errors: list[dict]):
+    import pyarrow as pa
+
+    rejects = result.tables["rejects"][None]
+    if not read_errors:
+        return rejects
+    return pa.concat_tables([rejects, pa.Table.from_pylist(read_errors, schema=S.REJECTS)])
+
+
+@task(name="publish-tables", retries=2, retry_delay_seconds=[1, 5])
+def publish_tables(store_uri: str, name: str, version: str) -> bool:
+    """Make ``version`` the current table set by compare-and-swap of its pointer."""
+    changed = T.publish(Store(store_uri), name, version)
+    get_run_logger().info("%s %s/%s", "published" if changed else "already current:", name, version)
+    return changed
+
+
+@task(name="summarize-tables")
+def summarize_tables(store_uri: str, name: str) -> dict:
+    """Dataset statistics, attached to the run as a table artifact."""
+    from tasks.summary import summarize
+
+    summary = summarize(Store(store_uri), name)
+    create_table_artifact(key=f"tables-{_artifact_key(name)}", table=summary["splits"],
+                          description=f"Table set **{name}** version `{summary['version']}`")
+    if summary["rejects"]:
+        create_table_artifact(key=f"rejects-{_artifact_key(name)}", table=summary["rejects"][:200],
+                              description=f"Files of **{name}** that could not be read")
+    return summary
+
+
+def _artifact_key(name: str) -> str:
+    # Prefect artifact keys allow lowercase letters, digits and dashes only
+    import re
+
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "corpus"

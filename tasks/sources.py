@@ -1,0 +1,142 @@
+"""Where MIDI comes from: MAESTRO, a folder / fsspec URI / glob, or the built-in generated corpus.
+
+:func:`resolve_source` turns a source string into a listing of files; :func:`fingerprint` hashes
+their bytes. Both are plain functions; ``tasks.pipeline`` wraps them in Prefect tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import fsspec
+
+from storage_schemas.datasets import RemoteArchive, get_dataset
+from tasks.settings import Settings, get_settings
+from tasks.tables import SourceFile
+
+MIDI_SUFFIXES = (".mid", ".midi")
+METADATA_PATTERN = re.compile(r"maestro-v[\d.]+.*\.(csv|json)$", re.IGNORECASE)
+GENERATED_SEED = 0
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """A listing of MIDI files (``(uri, relpath)``) plus any MAESTRO metadata found beside them."""
+
+    spec: str
+    kind: str  # "maestro" | "generated" | "files"
+    default_name: str
+    files: list[tuple[str, str]]
+    metadata_uri: str | None = None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._") or "corpus"
+
+
+def _is_glob(spec: str) -> bool:
+    return any(ch in spec for ch in "*?[")
+
+
+def list_files(spec: str, settings: Settings | None = None) -> ResolvedSource:
+    """List the MIDI files of a local folder, an fsspec URI (``s3://bucket/prefix``) or a glob."""
+    settings = settings or get_settings()
+    opts = settings.storage_options(spec)
+    fs, path = fsspec.core.url_to_fs(spec, **opts)
+    protocol = spec.split("://", 1)[0] + "://" if "://" in spec else ""
+    if _is_glob(spec):
+        found = fs.glob(path)
+        root = path.split("*", 1)[0].rsplit("/", 1)[0]
+    elif fs.isdir(path):
+        found = fs.find(path)
+        root = path.rstrip("/")
+    elif fs.exists(path):
+        found = [path]
+        root = path.rsplit("/", 1)[0]
+    else:
+        raise FileNotFoundError(f"source {spec!r} does not exist")
+    files, metadata = [], []
+    for p in sorted(found):
+        rel = p[len(root):].lstrip("/") if p.startswith(root) else PurePosixPath(p).name
+        uri = protocol + p if protocol and not p.startswith(protocol) else p
+        if p.lower().endswith(MIDI_SUFFIXES):
+            files.append((uri, rel))
+        elif METADATA_PATTERN.search(PurePosixPath(p).name):
+            metadata.append((rel.count("/"), uri))
+    name = _slug(PurePosixPath(root.rstrip("/")).name or "corpus")
+    meta_uri = sorted(metadata)[0][1] if metadata else None  # the shallowest metadata file
+    return ResolvedSource(spec=spec, kind="files", default_name=name, files=files, metadata_uri=meta_uri)
+
+
+def generated_source(spec: str, settings: Settings | None = None) -> ResolvedSource:
+    """Materialise the built-in generated corpus in the local cache and list it."""
+    from tasks.generate import generate_corpus, parse_generated_spec
+
+    settings = settings or get_settings()
+    n, minutes = parse_generated_spec(spec)
+    tag = f"generated-{n}" + ("" if minutes == 1.0 else f"-{minutes:g}min")
+    dest = Path(settings.cache_dir) / "sources" / f"{tag}-s{GENERATED_SEED}"
+    paths = generate_corpus(dest, n=n, seed=GENERATED_SEED, minutes=minutes)
+    files = [(str(p), p.name) for p in paths]
+    return ResolvedSource(spec=spec, kind="generated", default_name=tag, files=files)
+
+
+def maestro_source(archive: RemoteArchive, settings: Settings | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> ResolvedSource:
+    """Download (resumable, verified) and safely extract a MAESTRO archive, then list it."""
+    from tasks.fetch import download, find_maestro_metadata, safe_extract
+
+    settings = settings or get_settings()
+    cache = Path(settings.cache_dir)
+    zip_path = download(archive, cache / "downloads", progress=progress)
+    dest = cache / "sources" / archive.name
+    safe_extract(zip_path, dest, max_bytes=settings.download_max_bytes,
+                 suffixes=(".mid", ".midi", ".csv", ".json"))
+    listing = list_files(str(dest), settings)
+    meta = find_maestro_metadata(dest)
+    return ResolvedSource(spec=archive.name, kind="maestro", default_name=archive.name, files=listing.files,
+                          metadata_uri=str(meta) if meta else listing.metadata_uri)
+
+
+def maestro_archive(settings: Settings | None = None, **overrides) -> RemoteArchive:
+    """The declared MAESTRO v3 archive, with a URL from settings and any explicit overrides."""
+    settings = settings or get_settings()
+    archive = get_dataset("maestro-v3.0.0")
+    if settings.maestro_url:
+        archive = archive.with_overrides(url=settings.maestro_url)
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return archive.with_overrides(**clean) if clean else archive
+
+
+def read_file_bytes(uri: str) -> bytes:
+    """The bytes of one source file (local path or fsspec URI; credentials from settings)."""
+    if "://" not in uri:
+        return Path(uri).read_bytes()
+    with fsspec.open(uri, "rb", **get_settings().storage_options(uri)) as fh:
+        return fh.read()
+
+
+def fingerprint(source: ResolvedSource, workers: int = 4) -> tuple[list[SourceFile], list[dict]]:
+    """Size and sha256 of every listed file. Unreadable files come back as reject rows."""
+    def one(item):
+        uri, rel = item
+        try:
+            data = read_file_bytes(uri)
+        except OSError as e:
+            return None, {"source": uri, "relpath": rel, "sha256": None, "error_kind": "io_error",
+                          "message": f"could not read the file: {e}"}
+        return SourceFile(uri=uri, relpath=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest()), None
+
+    files, errors = [], []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for f, err in pool.map(one, source.files, chunksize=16):
+            if f is not None:
+                files.append(f)
+            else:
+                errors.append(err)
+    return files, errors

@@ -1,0 +1,49 @@
+"""What a store holds, in a few numbers: per-split pieces, notes, hours; rejects with reasons."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow.parquet as pq
+
+from storage_schemas import tables as S
+from tasks import tables as T
+from tasks.store import Store
+
+
+def summarize(store: Store, name: str) -> dict:
+    """Summary of the current version of table set ``name`` (reads only ``pieces`` and ``rejects``)."""
+    manifest = T.read_manifest(store, name)
+    splits = []
+    for split in S.SPLITS:
+        rec = manifest["files"]["pieces"].get(split)
+        pieces = pq.read_table(io.BytesIO(store.read_bytes(rec["key"])),
+                               columns=["note_count", "duration_s"]) if rec else None
+        notes = int(pieces.column("note_count").to_numpy().sum()) if pieces is not None else 0
+        hours = float(pieces.column("duration_s").to_numpy().sum()) / 3600 if pieces is not None else 0.0
+        splits.append({"split": split, "pieces": pieces.num_rows if pieces is not None else 0, "notes": notes,
+                       "hours": round(hours, 3)})
+    rej = manifest["files"]["rejects"]["all"]
+    rejects = pq.read_table(io.BytesIO(store.read_bytes(rej["key"]))).to_pylist()
+    total_bytes = sum(r["bytes"] for by in manifest["files"].values() for r in by.values())
+    return {"name": name, "version": manifest["version"], "splits": splits, "rejects": rejects,
+            "rows": manifest["rows"], "bytes": total_bytes,
+            "parsed": manifest.get("parsed"), "reused": manifest.get("reused")}
+
+
+def format_summary(s: dict, store_uri: str) -> str:
+    """Human-readable text of :func:`summarize`'s result."""
+    lines = [f"{s['name']}  version {s['version']}  ({s['bytes'] / 1e6:.2f} MB of Parquet)",
+             f"  read with: pandas.read_parquet('{store_uri.rstrip('/')}/{S.version_root(s['name'], s['version'])}/notes')",
+             f"  {'split':<11}{'pieces':>8}{'notes':>12}{'hours':>9}"]
+    for r in s["splits"]:
+        lines.append(f"  {r['split']:<11}{r['pieces']:>8}{r['notes']:>12,}{r['hours']:>9.2f}")
+    tot_p = sum(r["pieces"] for r in s["splits"])
+    tot_n = sum(r["notes"] for r in s["splits"])
+    tot_h = sum(r["hours"] for r in s["splits"])
+    lines.append(f"  {'total':<11}{tot_p:>8}{tot_n:>12,}{tot_h:>9.2f}")
+    lines.append(f"  controls {s['rows']['controls']:,}  tempo events {s['rows']['tempos']:,}  "
+                 f"rejects {len(s['rejects'])}")
+    for r in s["rejects"]:
+        lines.append(f"    rejected {r['relpath']}: {r['error_kind']}: {r['message']}")
+    return "\n".join(lines)
