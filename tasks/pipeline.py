@@ -108,9 +108,12 @@ def midi_to_tables(store_uri: str, name: str, files: list[T.SourceFile], read_er
     previous = None
     current, _ = T.read_pointer(store, name)
     if current is not None:
-        old = T.read_manifest(store, name)
-        if old.get("code_version") == T.code_version():
-            previous = T.PreviousTables(T.load_tables(store, old))
+        try:
+            old = T.read_manifest(store, name)
+            if old.get("code_version") == T.code_version():
+                previous = T.PreviousTables(T.load_tables(store, old))
+        except (FileNotFoundError, ValueError) as e:
+            logger.warning("current version of %s is unreadable (%s): parsing every file", name, e)
     metadata = read_maestro_metadata(metadata_uri) if metadata_uri else None
     t0 = time.perf_counter()
     result = T.build_tables(files, lambda f: read_file_bytes(f.uri), metadata, split,
