@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--maestro-size", type=int, default=None)
     b.add_argument("--json", action="store_true", help="print the flow's result as JSON")
 
+    v = sub.add_parser("serve", help="register the deployments with a Prefect server and run them here")
+    v.add_argument("--cron", default=None, help="rebuild schedule (default: daily 03:00 UTC; 'none' for manual only)")
+    v.add_argument("--source", default="generated", help="default source of the scheduled rebuild")
+    v.add_argument("--store", default=None, help="default store of the scheduled rebuild")
+
     s = sub.add_parser("show", help="summarise the table sets in a store")
     s.add_argument("store", nargs="?", default=None, help="folder or s3://bucket/prefix")
     s.add_argument("--name", default=None, help="only this table set")
@@ -64,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print(format_summary(summarize(Store(result["store"]), result["name"]), result["store"]))
             print(f"  this run: parsed {result['parsed']} files, reused {result['reused']}")
+        return 0
+    if args.command == "serve":
+        from flows.deployments import REBUILD_CRON, serve_deployments
+
+        cron = None if (args.cron or "").lower() == "none" else (args.cron or REBUILD_CRON)
+        serve_deployments(cron=cron, source=args.source, store=args.store)
         return 0
     if args.command == "show":
         from tasks.store import Store
