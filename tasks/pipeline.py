@@ -51,7 +51,20 @@ class _Progress:
             update_progress_artifact(self.id, progress=100.0 * done / total)
 
 
-@task(name="fetch-source", retries=2, retry_delay_seconds=[2, 10])
+def _transient(task, task_run, state) -> bool:
+    """Retry network hiccups, not verdicts: a wrong checksum or an unsafe archive will not improve."""
+    from tasks.fetch import ChecksumError, UnsafeArchiveError
+
+    try:
+        state.result()
+    except (ChecksumError, UnsafeArchiveError, FileNotFoundError, ValueError):
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(name="fetch-source", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient)
 def fetch_source(spec: str, maestro_overrides: dict | None = None) -> ResolvedSource:
     """Resolve a source string: download MAESTRO, generate the built-in corpus, or list a folder/URI."""
     logger = get_run_logger()

@@ -171,3 +171,57 @@ def test_cli_build_and_show(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "pieces" in out and "rejects 0" in out
     assert main(["show", str(tmp_path / "empty")]) == 1
+
+
+def _maestro_like_zip(path, corpus) -> None:
+    """A small archive laid out like maestro-v3.0.0-midi.zip, with a column-oriented v3 JSON."""
+    import zipfile
+
+    files = sorted(corpus.iterdir())
+    meta = {"canonical_composer": {}, "canonical_title": {}, "split": {}, "year": {}, "midi_filename": {},
+            "audio_filename": {}, "duration": {}}
+    splits = ["train", "train", "validation", "test"]
+    with zipfile.ZipFile(path, "w") as z:
+        for i, f in enumerate(files):
+            rel = f"2018/{f.stem}.midi"
+            z.writestr(f"maestro-v3.0.0/{rel}", f.read_bytes())
+            for col, val in (("canonical_composer", f"Composer {i}"), ("canonical_title", f'Sonata "No. {i}"'),
+                             ("split", splits[i % 4]), ("year", 2018), ("midi_filename", rel),
+                             ("audio_filename", rel.replace(".midi", ".wav")), ("duration", 12.5)):
+                meta[col][str(i)] = val
+        z.writestr("maestro-v3.0.0/maestro-v3.0.0.json", json.dumps(meta))
+
+
+def test_maestro_source_downloads_verifies_and_uses_the_published_split(tmp_path):
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    corpus = tmp_path / "corpus"
+    generate_corpus(corpus, n=4, seed=8, minutes=0.1)
+    served = tmp_path / "served"
+    served.mkdir()
+    _maestro_like_zip(served / "maestro-v3.0.0-midi.zip", corpus)
+    data = (served / "maestro-v3.0.0-midi.zip").read_bytes()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/maestro-v3.0.0-midi.zip"
+    try:
+        wrong = {"url": url, "size": len(data), "sha256": "0" * 64}
+        state, _ = _run(source="maestro", store=str(tmp_path / "store"), maestro=wrong)
+        assert state.is_failed() and "sha256" in str(state.message).lower()
+        assert not any((tmp_path / "cache" / "sources").glob("maestro*"))  # nothing unverified published
+
+        good = {"url": url, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        state, result = _run(source="maestro", store=str(tmp_path / "store"), maestro=good)
+        assert state.is_completed(), state.message
+    finally:
+        server.shutdown()
+    assert result["name"] == "maestro-v3.0.0"
+    pieces = pd.read_parquet(f"{result['store']}/{S.version_root(result['name'], result['version'])}/pieces")
+    assert sorted(pieces.split.astype(str)) == ["test", "train", "train", "validation"]
+    assert set(pieces.title) == {f'Sonata "No. {i}"' for i in range(4)}
+    assert (pieces.maestro_duration_s == 12.5).all()
