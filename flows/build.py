@@ -33,7 +33,9 @@ class BuildParams(BaseModel):
 
 
 @flow(name="build-dataset", description="MIDI corpus → Parquet tables in the store, cached and published atomically")
-def build_dataset(params: BuildParams = BuildParams()) -> dict:
+async def build_dataset(params: BuildParams = BuildParams()) -> dict:
+    # An async flow: Prefect's sync engine joins its heartbeat thread on exit, which costs up to a
+    # second per run; the async engine does not wait for it. The tasks themselves are plain sync code.
     store_uri = Store(params.store or get_settings().store).uri
     source = fetch_source(params.source, params.maestro.model_dump())
     files, read_errors = fingerprint_files(source)
@@ -45,3 +47,10 @@ def build_dataset(params: BuildParams = BuildParams()) -> dict:
     summary = summarize_tables(store_uri, name)
     return {"store": store_uri, "name": name, "version": tables["version"], "parsed": tables["parsed"],
             "reused": tables["reused"], "rows": tables["rows"], "splits": summary["splits"]}
+
+
+def run_build(params: BuildParams, return_state: bool = False):
+    """Run :func:`build_dataset` from synchronous code (the CLI, tests, benchmarks)."""
+    import asyncio
+
+    return asyncio.run(build_dataset(params, return_state=return_state))

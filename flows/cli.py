@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     apply_prefect_defaults()
     if args.command == "build":
-        from flows.build import BuildParams, MaestroOverrides, build_dataset
+        from flows.build import BuildParams, MaestroOverrides, run_build
         from tasks.tables import SplitConfig
 
         params = BuildParams(
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             split=SplitConfig(mode=args.split, seed=args.split_seed, ratios=args.split_ratios),
             maestro=MaestroOverrides(url=args.maestro_url, sha256=args.maestro_sha256, size=args.maestro_size),
         )
-        result = build_dataset(params)
+        result = run_build(params)
         if args.json:
             print(json.dumps(result, indent=1))
         else:

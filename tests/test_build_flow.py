@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from flows.build import BuildParams, build_dataset
+from flows.build import BuildParams, run_build
 from storage_schemas import tables as S
 from tasks import tables as T
 from tasks.generate import generate_corpus
@@ -27,7 +27,7 @@ def _task_states(flow_state) -> dict[str, str]:
 
 
 def _run(**kw):
-    state = build_dataset(BuildParams(**kw), return_state=True)
+    state = run_build(BuildParams(**kw), return_state=True)
     return state, (state.result(raise_on_failure=False) if state.is_completed() else None)
 
 
