@@ -30,8 +30,8 @@ Sustain pedal
 Rejected files
     Not MIDI, truncated chunks or events, division 0, SMPTE division, format 2, running status with
     no status to run on, data bytes >= 0x80, system-common / real-time status bytes inside a track,
-    variable-length numbers longer than 4 bytes, fewer track chunks than the header declares, and
-    files without a single note.
+    variable-length numbers longer than 4 bytes, fewer track chunks than the header declares, more
+    than 32,767 track chunks, and files without a single note.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ BAD_VARLEN = 8
 BAD_STATUS = 9
 BAD_DATA = 10
 MISSING_TRACKS = 11
+TOO_MANY_TRACKS = 12
+MAX_TRACKS = 32767  # track numbers are int16 in the tables
 
 ERROR_KINDS = {
     NOT_MIDI: "not_midi",
@@ -67,6 +69,7 @@ ERROR_KINDS = {
     BAD_STATUS: "bad_status",
     BAD_DATA: "bad_data",
     MISSING_TRACKS: "missing_tracks",
+    TOO_MANY_TRACKS: "too_many_tracks",
 }
 
 _MESSAGES = {
@@ -81,6 +84,7 @@ _MESSAGES = {
     BAD_STATUS: "status byte not allowed in a MIDI file track",
     BAD_DATA: "data byte >= 0x80 inside a channel message",
     MISSING_TRACKS: "fewer track chunks than the header declares",
+    TOO_MANY_TRACKS: f"more than {MAX_TRACKS} track chunks",
 }
 
 DEFAULT_TEMPO_US = 500_000
@@ -167,6 +171,9 @@ def scan_smf_kernel(buf):
         pos = end
         if not is_track:
             continue  # unknown chunk types are skipped, as the standard asks
+        if n_tracks == MAX_TRACKS:
+            return (TOO_MANY_TRACKS, pos, fmt, n_tracks, division, ev_track, ev_tick, ev_status, ev_d1, ev_d2,
+                    n_ev, tempo_tick, tempo_track, tempo_us, n_tempo, track_end)
         tr = n_tracks
         n_tracks += 1
         p = start
@@ -418,28 +425,35 @@ def sustain_offsets_kernel(chan, pitch, on_tick, off_tick, ped_chan, ped_tick, p
             next_up[k] = up
             if pv[k] < 64:
                 up = pt[k]
-    order, start = _group_order(chan.astype(np.int64) * 128 + pitch, 16 * 128)
-    for g in range(16 * 128):
-        c = g // 128
+    # pedal state at every release: one binary search per note in its channel's pedal events
+    hold = np.full(n, -1, np.int64)  # tick the pedal holds the note to, -1 when not held
+    for c in range(16):
         lo, hi = pstart[c], pstart[c + 1]
         if lo == hi:
             continue
+        sel = np.flatnonzero(chan == c)
+        ks = np.searchsorted(pt[lo:hi], off_tick[sel], side="right") - 1 + lo
+        for q in range(sel.shape[0]):
+            k = ks[q]
+            if k >= lo and pv[k] >= 64:
+                hold[sel[q]] = next_up[k]
+    # cut at the next onset of the same key after this onset and not before the release
+    order, start = _group_order(chan.astype(np.int64) * 128 + pitch, 16 * 128)
+    for g in range(16 * 128):
         for a in range(start[g], start[g + 1]):
             i = order[a]
-            t = off_tick[i]
-            k = lo + np.searchsorted(pt[lo:hi], t, side="right") - 1
-            if k < lo or pv[k] < 64:
+            h = hold[i]
+            if h < 0:
                 continue
-            hold = next_up[k]
-            # the next onset of this key after the note's onset and not before its release
+            t = off_tick[i]
             for b in range(a + 1, start[g + 1]):
                 j = order[b]
                 if on_tick[j] > on_tick[i] and on_tick[j] >= t:
-                    if on_tick[j] < hold:
-                        hold = on_tick[j]
+                    if on_tick[j] < h:
+                        h = on_tick[j]
                     break
-            if hold > out[i]:
-                out[i] = hold
+            if h > out[i]:
+                out[i] = h
     return out
 
 
@@ -521,8 +535,13 @@ def read_midi(data: bytes | bytearray | memoryview | np.ndarray) -> ParsedMidi:
         t_tick, t_us = t_tick[o], t_us[o]
     seg_tick, seg_us, seg_base = tempo_segments_kernel(t_tick, t_us, n_tempo)
 
-    # notes sorted by onset, pitch, track (timsort: note-on order is nearly sorted already)
-    o = np.argsort((non[:nn] << 24) | (npi[:nn].astype(np.int64) << 16) | nt[:nn].astype(np.int64), kind="stable")
+    # notes sorted by onset, pitch, track (timsort: note-on order is nearly sorted already); the packed
+    # key holds onsets below 2**39 ticks, absurd files beyond that take the slower lexsort
+    if non[:nn].max() < (1 << 39):
+        o = np.argsort((non[:nn] << 24) | (npi[:nn].astype(np.int64) << 16) | nt[:nn].astype(np.int64),
+                       kind="stable")
+    else:
+        o = np.lexsort((nt[:nn], npi[:nn], non[:nn]))
     track, chan, prog = nt[o], nc[o], npg[o]
     pitch, vel, on, off = npi[o], nv[o], non[o], noff[o]
 
