@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field, field_validator
 
 from storage_schemas import tables as S
+from tasks import publish as P
 from tasks.midi import MidiError, ParsedMidi, read_midi
 from tasks.store import Store
 
@@ -350,35 +351,22 @@ def write_table_set(store: Store, name: str, version: str, result: BuildResult, 
 
 
 def read_pointer(store: Store, name: str) -> tuple[dict | None, str | None]:
-    raw, token = store.read_pointer(S.pointer_key(name))
-    return (json.loads(raw) if raw else None), token
+    return P.read_pointer(store, S.pointer_key(name))
 
 
-def publish(store: Store, name: str, version: str, retries: int = 5) -> bool:
+def publish(store: Store, name: str, version: str) -> bool:
     """Point ``tables/<name>/CURRENT`` at ``version`` by compare-and-swap. False if it already did."""
-    manifest_raw = store.read_bytes(S.manifest_key(name, version))
-    doc = {"version": version, "manifest_sha256": hashlib.sha256(manifest_raw).hexdigest()}
-    for _ in range(retries):
-        current, token = read_pointer(store, name)
-        if current == doc:
-            return False
-        if store.swap_pointer(S.pointer_key(name), json.dumps(doc).encode(), token):
-            return True
-    raise RuntimeError(f"could not publish {name}/{version}: the pointer kept changing under us")
+    return P.publish(store, S.pointer_key(name), S.manifest_key(name, version), version)
 
 
 def read_manifest(store: Store, name: str, version: str | None = None, verify: bool = True) -> dict:
     """The manifest of ``version`` (default: the current one), checked against the pointer's hash."""
-    expected = None
-    if version is None:
-        current, _ = read_pointer(store, name)
-        if current is None:
-            raise FileNotFoundError(f"no published table set {name!r} in {store.uri}")
-        version, expected = current["version"], current["manifest_sha256"]
-    raw = store.read_bytes(S.manifest_key(name, version))
-    if verify and expected is not None and hashlib.sha256(raw).hexdigest() != expected:
-        raise ValueError(f"manifest of {name}/{version} does not match the hash its pointer records")
-    return json.loads(raw)
+    try:
+        return P.read_manifest(store, S.pointer_key(name), lambda v: S.manifest_key(name, v), version, verify)
+    except FileNotFoundError as e:
+        if version is None and "nothing published" in str(e):
+            raise FileNotFoundError(f"no published table set {name!r} in {store.uri}") from e
+        raise
 
 
 def load_tables(store: Store, manifest: dict, names: Iterable[str] = S.PARTITIONED) -> dict[str, pa.Table]:
