@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from prefect import flow
-from pydantic import BaseModel, Field
+from typing import Literal
 
-from tasks.pipeline import (fetch_source, fingerprint_files, midi_to_tables, publish_tables, result_storage,
-                            summarize_tables)
+from prefect import flow
+from pydantic import BaseModel, Field, field_validator
+
+from tasks.pipeline import (describe_images, fetch_source, fingerprint_files, midi_to_tables, publish_images,
+                            publish_tables, render_images, result_storage, summarize_tables)
 from tasks.settings import get_settings
 from tasks.store import Store
 from tasks.tables import SplitConfig
@@ -20,6 +22,56 @@ class MaestroOverrides(BaseModel):
     sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$")
 
 
+class RollParams(BaseModel):
+    """Piano-roll rendering (the paper's defaults: 88 × 200 images of 0.05 s columns, 10 s windows)."""
+
+    resolution_s: float = Field(0.05, gt=0, description="Seconds per column")
+    columns: int = Field(200, ge=1, le=100_000, description="Columns per image")
+    hop_columns: int = Field(200, ge=1, description="Columns between window starts (< columns: overlap)")
+    pitch_lo: int = Field(21, ge=0, le=127)
+    pitch_hi: int = Field(108, ge=0, le=127)
+    pedal: bool = Field(False, description="Draw notes for as long as the sustain pedal holds them")
+    convention: Literal["midipix", "pretty_midi"] = "midipix"
+
+    def config(self, encoding: str):
+        from storage_schemas.encodings import RollConfig
+
+        return RollConfig(encoding=encoding, **self.model_dump())
+
+
+class AugmentParams(BaseModel):
+    """Seeded augmentation, recorded per image in the manifest; by default for the train split only."""
+
+    transpositions: list[int] = Field(default_factory=list, description="Semitone shifts, e.g. [-2, 2]")
+    noise_fraction: float = Field(0.0, ge=0, le=1, description="Fraction of notes given pitch noise")
+    noise_sigma: float = Field(1.0, ge=0)
+    seed: int = Field(0, ge=0)
+    apply_to_splits: list[Literal["train", "validation", "test"]] = Field(default_factory=lambda: ["train"])
+
+    def config(self):
+        from tasks.augment import AugmentConfig
+
+        return AugmentConfig(transpositions=tuple(self.transpositions), noise_fraction=self.noise_fraction,
+                             noise_sigma=self.noise_sigma, seed=self.seed, apply_to_splits=tuple(self.apply_to_splits))
+
+
+class HilbertParams(BaseModel):
+    """Audio images: notes synthesised (44.1 kHz mono) and laid on an order-k Hilbert curve."""
+
+    order: int = Field(8, ge=1, le=12, description="8 → 256 × 256 images of 65,536 samples")
+    sample_rate: int = Field(44100, ge=8000)
+    timbre: Literal["piano", "guitar"] = "piano"
+    pedal: bool = True
+
+    def config(self):
+        from tasks.render import HilbertConfig
+
+        return HilbertConfig(**self.model_dump())
+
+
+ENCODINGS = ("enc1", "enc2", "enc3", "hilbert")
+
+
 class BuildParams(BaseModel):
     """Parameters of a dataset build, as the Prefect UI's form shows them. Never secrets."""
 
@@ -28,8 +80,22 @@ class BuildParams(BaseModel):
     name: str | None = Field(None, description="Table set name (default: derived from the source)")
     split: SplitConfig = SplitConfig()
     strict: bool = Field(False, description="Fail the run on the first unreadable file instead of recording it")
-    workers: int = Field(2, ge=1, le=256, description="Threads parsing and writing")
+    workers: int = Field(2, ge=1, le=256, description="Threads parsing, rendering and writing")
     maestro: MaestroOverrides = MaestroOverrides()
+    encodings: list[str] = Field(default_factory=lambda: ["enc1", "enc2", "enc3"],
+                                 description="Image datasets to render: enc1, enc2, enc3, hilbert ([] = tables only)")
+    roll: RollParams = RollParams()
+    augment: AugmentParams = AugmentParams()
+    hilbert: HilbertParams = HilbertParams()
+    previews: int = Field(2, ge=0, le=20, description="Preview images per dataset attached to the run")
+
+    @field_validator("encodings")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = [e for e in v if e not in ENCODINGS]
+        if unknown:
+            raise ValueError(f"unknown encodings {unknown}; choose from {list(ENCODINGS)}")
+        return list(dict.fromkeys(v))
 
 
 @flow(name="build-dataset", description="MIDI corpus → Parquet tables in the store, cached and published atomically")
@@ -45,8 +111,19 @@ async def build_dataset(params: BuildParams = BuildParams()) -> dict:
         strict=params.strict, workers=params.workers)
     publish_tables(store_uri, name, tables["version"])
     summary = summarize_tables(store_uri, name)
+    datasets = []
+    augment = params.augment.config()
+    for encoding in params.encodings:
+        roll = None if encoding == "hilbert" else params.roll.config(encoding)
+        hilbert = params.hilbert.config() if encoding == "hilbert" else None
+        images = render_images.with_options(result_storage=result_storage())(
+            store_uri, name, tables["version"], encoding, roll, hilbert, augment, workers=params.workers)
+        publish_images(store_uri, images["name"], images["version"])
+        datasets.append(images)
+    if datasets:
+        describe_images(store_uri, [d["name"] for d in datasets], previews=params.previews)
     return {"store": store_uri, "name": name, "version": tables["version"], "parsed": tables["parsed"],
-            "reused": tables["reused"], "rows": tables["rows"], "splits": summary["splits"]}
+            "reused": tables["reused"], "rows": tables["rows"], "splits": summary["splits"], "datasets": datasets}
 
 
 def run_build(params: BuildParams, return_state: bool = False):

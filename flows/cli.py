@@ -32,6 +32,17 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--maestro-url", default=None, help="another copy of the MAESTRO zip (mirror)")
     b.add_argument("--maestro-sha256", default=None)
     b.add_argument("--maestro-size", type=int, default=None)
+    b.add_argument("--encodings", default="enc1,enc2,enc3",
+                   help="image datasets to render: enc1,enc2,enc3,hilbert, or 'none' for tables only")
+    b.add_argument("--resolution", type=float, default=0.05, help="seconds per roll column")
+    b.add_argument("--columns", type=int, default=200, help="columns per roll image")
+    b.add_argument("--hop", type=int, default=None, help="columns between windows (default: --columns)")
+    b.add_argument("--pitch-range", default="21,108", help="lowest,highest MIDI pitch of a roll")
+    b.add_argument("--pedal", action="store_true", help="draw notes as long as the sustain pedal holds them")
+    b.add_argument("--transpose", default="", help="augmentation: semitone shifts, e.g. -2,2 (train split)")
+    b.add_argument("--noise-fraction", type=float, default=0.0, help="augmentation: fraction of notes with pitch noise")
+    b.add_argument("--augment-seed", type=int, default=0)
+    b.add_argument("--timbre", choices=["piano", "guitar"], default="piano", help="synthesizer of the hilbert images")
     b.add_argument("--json", action="store_true", help="print the flow's result as JSON")
 
     v = sub.add_parser("serve", help="register the deployments with a Prefect server and run them here")
@@ -52,13 +63,21 @@ def main(argv: list[str] | None = None) -> int:
 
     apply_prefect_defaults()
     if args.command == "build":
-        from flows.build import BuildParams, MaestroOverrides, run_build
+        from flows.build import AugmentParams, BuildParams, HilbertParams, MaestroOverrides, RollParams, run_build
         from tasks.tables import SplitConfig
 
+        lo, hi = (int(x) for x in args.pitch_range.split(","))
+        encodings = [] if args.encodings.strip().lower() in ("", "none") else args.encodings.split(",")
         params = BuildParams(
             source=args.source, store=args.store, name=args.name, strict=args.strict, workers=args.workers,
             split=SplitConfig(mode=args.split, seed=args.split_seed, ratios=args.split_ratios),
             maestro=MaestroOverrides(url=args.maestro_url, sha256=args.maestro_sha256, size=args.maestro_size),
+            encodings=encodings,
+            roll=RollParams(resolution_s=args.resolution, columns=args.columns, hop_columns=args.hop or args.columns,
+                            pitch_lo=lo, pitch_hi=hi, pedal=args.pedal),
+            augment=AugmentParams(transpositions=[int(k) for k in args.transpose.split(",") if k.strip()],
+                                  noise_fraction=args.noise_fraction, seed=args.augment_seed),
+            hilbert=HilbertParams(timbre=args.timbre),
         )
         result = run_build(params)
         if args.json:
@@ -67,8 +86,13 @@ def main(argv: list[str] | None = None) -> int:
             from tasks.store import Store
             from tasks.summary import format_summary, summarize
 
-            print(format_summary(summarize(Store(result["store"]), result["name"]), result["store"]))
+            from tasks.summary import dataset_stats, format_datasets
+
+            store = Store(result["store"])
+            print(format_summary(summarize(store, result["name"]), result["store"]))
             print(f"  this run: parsed {result['parsed']} files, reused {result['reused']}")
+            if result["datasets"]:
+                print(format_datasets([dataset_stats(store, d["name"]) for d in result["datasets"]]))
         return 0
     if args.command == "serve":
         from flows.deployments import REBUILD_CRON, serve_deployments
@@ -81,16 +105,21 @@ def main(argv: list[str] | None = None) -> int:
         from tasks.summary import format_summary, summarize
         from tasks.tables import list_table_sets
 
+        from tasks.summary import dataset_stats, format_datasets, list_datasets
+
         store = Store(args.store or get_settings().store)
         names = [args.name] if args.name else list_table_sets(store)
         if not names:
             print(f"no table sets in {store.uri}", file=sys.stderr)
             return 1
         summaries = [summarize(store, n) for n in names]
+        datasets = [dataset_stats(store, d) for d in list_datasets(store) if d.rsplit(".", 1)[0] in names]
         if args.json:
-            print(json.dumps(summaries, indent=1, default=str))
+            print(json.dumps({"tables": summaries, "datasets": datasets}, indent=1, default=str))
         else:
             print("\n\n".join(format_summary(s, store.uri) for s in summaries))
+            if datasets:
+                print("\n" + format_datasets(datasets))
         return 0
     return 2
 

@@ -181,3 +181,85 @@ def _artifact_key(name: str) -> str:
     import re
 
     return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "corpus"
+
+
+# -- images -------------------------------------------------------------------------------------------
+
+def _dataset_cache_key(ctx: TaskRunContext, p: dict[str, Any]) -> str:
+    from storage_schemas import shards as SH
+    from tasks.render import dataset_version, encoding_config
+
+    config = encoding_config(p["encoding"], p["roll"], p["hilbert"])
+    version = dataset_version(p["tables_version"], config, p["augment"])
+    name = SH.dataset_name(p["tables_name"], p["encoding"])
+    store_tag = hashlib.sha256(p["store_uri"].encode()).hexdigest()[:12]
+    key = f"render-images-{store_tag}-{name}-{version}"
+    if not Store(p["store_uri"]).exists(SH.manifest_key(name, version)):
+        (result_storage() / key).unlink(missing_ok=True)
+    return key
+
+
+@task(name="render-images", cache_key_fn=_dataset_cache_key, persist_result=True, result_serializer="json")
+def render_images(store_uri: str, tables_name: str, tables_version: str, encoding: str, roll, hilbert, augment,
+                  workers: int = 2) -> dict:
+    """Render one encoding of a table set into shards (reusing unchanged shards); unpublished."""
+    from storage_schemas import shards as SH
+    from tasks import loader, render
+
+    logger = get_run_logger()
+    store = Store(store_uri)
+    name = SH.dataset_name(tables_name, encoding)
+    config = render.encoding_config(encoding, roll, hilbert)
+    version = render.dataset_version(tables_version, config, augment)
+    if store.exists(SH.manifest_key(name, version)):
+        m = loader.read_dataset_manifest(store, name, version)
+        logger.info("dataset %s/%s already in the store", name, version)
+        return {"name": name, "version": version, "images": m["images"], "rendered_shards": 0,
+                "reused_shards": len(m["shards"])}
+    previous = previous_images = None
+    try:
+        previous = loader.read_dataset_manifest(store, name)
+        previous_images = render.read_images_table(store, name, previous["version"])
+    except (FileNotFoundError, ValueError):
+        previous = None
+    tables_manifest = T.read_manifest(store, tables_name, tables_version)
+    t0 = time.perf_counter()
+    manifest, stats = render.build_image_dataset(store, tables_name, tables_manifest, encoding, roll, hilbert, augment,
+                                                 previous=previous, previous_images=previous_images, workers=workers,
+                                                 progress=_Progress(f"render {name}"))
+    logger.info("%s: %d images in %d shards (%d rendered, %d reused), %d augmented variants skipped, "
+                "%d notes off the keyboard (%.2f s)", name, manifest["images"], len(manifest["shards"]),
+                stats.rendered_shards, stats.reused_shards, stats.skipped_variants, stats.lost_notes,
+                time.perf_counter() - t0)
+    return {"name": name, "version": version, "images": manifest["images"],
+            "rendered_shards": stats.rendered_shards, "reused_shards": stats.reused_shards}
+
+
+@task(name="publish-images", retries=2, retry_delay_seconds=[1, 5])
+def publish_images(store_uri: str, name: str, version: str) -> bool:
+    from tasks.render import publish_dataset
+
+    changed = publish_dataset(Store(store_uri), name, version)
+    get_run_logger().info("%s %s/%s", "published" if changed else "already current:", name, version)
+    return changed
+
+
+@task(name="describe-images")
+def describe_images(store_uri: str, names: list[str], previews: int = 3) -> list[dict]:
+    """Dataset statistics as a table artifact, and a few previews as a markdown artifact."""
+    from tasks.summary import dataset_stats
+
+    store = Store(store_uri)
+    stats = [dataset_stats(store, n) for n in names]
+    rows = [{k: v for k, v in s.items() if k != "splits"} for s in stats]
+    if rows:
+        create_table_artifact(key="image-datasets", table=rows, description="Image datasets of this build")
+    if previews:
+        from prefect.artifacts import create_markdown_artifact
+
+        from tasks.preview import preview_markdown
+
+        md = preview_markdown(store, [n for n in names if not n.endswith(".hilbert")], per_dataset=previews)
+        if md:
+            create_markdown_artifact(key="image-previews", markdown=md, description="A few windows of each encoding")
+    return stats

@@ -47,3 +47,36 @@ def format_summary(s: dict, store_uri: str) -> str:
     for r in s["rejects"]:
         lines.append(f"    rejected {r['relpath']}: {r['error_kind']}: {r['message']}")
     return "\n".join(lines)
+
+
+def dataset_stats(store: Store, name: str) -> dict:
+    """Counts, bytes and compression ratio of the current version of an image dataset."""
+    from tasks.loader import read_dataset_manifest
+
+    m = read_dataset_manifest(store, name)
+    splits = {}
+    for s in m["shards"]:
+        d = splits.setdefault(s["split"], {"images": 0, "shards": 0, "bytes": 0})
+        d["images"] += s["rows"]
+        d["shards"] += 1
+        d["bytes"] += s["bytes"]
+    ratio = m["raw_bytes"] / m["bytes"] if m["bytes"] else 0.0
+    return {"name": name, "version": m["version"], "encoding": m["encoding"], "shape": "×".join(map(str, m["shape"])),
+            "images": m["images"], "shards": len(m["shards"]), "bytes": m["bytes"], "raw_bytes": m["raw_bytes"],
+            "compression": round(ratio, 1), "tables_version": m["tables"]["version"], "splits": splits}
+
+
+def list_datasets(store: Store) -> list[str]:
+    """Names of the image datasets in a store that have a published pointer."""
+    return sorted({k.split("/")[1] for k in store.list("datasets") if k.endswith("/CURRENT")})
+
+
+def format_datasets(stats: list[dict]) -> str:
+    if not stats:
+        return "no image datasets"
+    lines = [f"  {'dataset':<34}{'images':>8}{'shards':>7}{'MB':>9}{'ratio':>7}  per split"]
+    for s in stats:
+        per = ", ".join(f"{k} {v['images']}" for k, v in sorted(s["splits"].items()))
+        lines.append(f"  {s['name']:<34}{s['images']:>8}{s['shards']:>7}{s['bytes'] / 1e6:>9.2f}"
+                     f"{s['compression']:>6.1f}×  {per}")
+    return "image datasets (shape, version):\n" + "\n".join(lines)

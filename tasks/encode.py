@@ -1,0 +1,775 @@
+"""Notes to piano-roll images and back (encodings 1, 2 and 3 of the paper).
+
+The layout, the pixel values and :class:`~storage_schemas.encodings.RollConfig` are described in
+:mod:`storage_schemas.encodings`. Rendering is three numba kernels (``render_enc*_kernel``) that draw
+every window of one piece at once into a preallocated ``(n_windows, channels, rows, columns)`` array,
+each with a plain NumPy/Python twin (``*_reference``, a different algorithm: draw the whole piece, then
+slice it) that the tests compare it with. Nothing here knows about Prefect or storage.
+
+Seconds to columns
+------------------
+``"midipix"`` convention (the default): ``start = floor(onset * fs)``, ``stop = max(floor(offset * fs),
+start + 1)`` with ``fs = 1 / res``, half-open; a time within 1e-9 column of a boundary counts as on it,
+so ``k * res`` computed in floating point lands in column ``k``. ``"pretty_midi"`` convention: ``start = int(onset *
+fs)``, ``stop = int(offset * fs)`` with ``fs = 1 / res``, exactly what ``pretty_midi``'s
+``get_piano_roll`` does; a note with ``stop <= start`` draws nothing and takes part in nothing.
+
+Same-pitch overlaps
+-------------------
+Notes of one pitch (any program) are taken in onset order (ties: array order). The pixels drawn for a
+pitch are exactly the union of its notes' spans, and every pixel belongs to one note: a later onset
+starts a new note there and the earlier note is cut at it; the later note runs on to the end of the
+covered stretch (``max`` of the stops seen so far). So a re-struck key keeps sounding as long as any
+of its notes does, and a pixel's velocity and program are those of the last onset before it: they
+are never summed (never above 127). Of several notes of one pitch starting in the same column, only
+the last is drawn.
+
+What an image loses (encode -> decode)
+--------------------------------------
+1. Sub-grid timing: onsets and offsets are quantised to the column grid. In the midipix convention the
+   decoded onset is ``floor(onset / res) * res`` (in ``(onset - res, onset]``) and, for a note with no
+   same-pitch overlap, the decoded offset is within one column of the true offset.
+2. A note of length 0 columns (shorter than one column after quantisation) becomes exactly 1 column
+   long in the midipix convention; in the pretty_midi convention it is lost.
+3. Overlapping same-pitch notes: the earlier note is cut at the later onset's column and the later
+   note ends where the last of them ends (see above); a note whose start column equals that of a
+   later note of the same pitch is lost.
+4. enc3 loses velocity and program (decoded as ``default_velocity`` and ``default_program``).
+5. enc1 clips lengths at 255 columns (12.75 s at 0.05 s); enc2 and enc3 keep any length.
+6. Tempo: only enc1 keeps it, as whole bpm in 0..255 at each onset.
+7. Notes outside ``pitch_lo..pitch_hi`` are not drawn; the renderers return how many were skipped.
+
+On the grid, with no two notes of one pitch overlapping, enc1 (lengths <= 255), enc2 and enc3 (velocity
+and program aside) decode to exactly the notes drawn, and re-encoding gives the same images bit for bit.
+
+Decoding
+--------
+In the first channel of enc2/enc3, each run of non-zero pixels in a row is one note, and an ``ONSET``
+pixel inside a run starts a new one; any other non-zero value counts as sustained. A run that begins
+without an onset pixel (a note continuing from before the window) is still a note, flagged
+``has_onset = False``. Velocity and program are read at the note's first pixel. In enc1 each non-zero
+first-channel pixel is a note whose length is the pixel value. :func:`from_windows` pastes a piece's
+windows side by side before decoding, so a run reaching a window's last column, continued by a run at
+column 0 of the next window without an onset, is one note.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from storage_schemas.encodings import CHANNELS, MAX_LENGTH, ONSET, SUSTAIN, RollConfig
+
+__all__ = [
+    "GridNotes",
+    "Windows",
+    "note_columns",
+    "window_starts",
+    "tempo_at",
+    "render_windows",
+    "to_windows",
+    "stitch_windows",
+    "from_enc1",
+    "from_enc2",
+    "from_enc3",
+    "from_windows",
+    "render_enc1_kernel",
+    "render_enc2_kernel",
+    "render_enc3_kernel",
+    "render_enc1_reference",
+    "render_enc2_reference",
+    "render_enc3_reference",
+    "decode_runs_kernel",
+    "decode_runs_reference",
+]
+
+GRID_EPS = 1e-9  # in columns: a time this close below a column boundary counts as on it
+DEFAULT_BPM = 120.0
+_NO_TEMPO = np.zeros(0, np.uint8)
+
+
+@dataclass(frozen=True)
+class GridNotes:
+    """Notes on the column grid, as decoded from images, sorted by start column, then pitch.
+
+    ``start_col``/``stop_col`` are half-open spans in piece columns; ``has_onset`` is False for a note
+    whose run begins without an onset pixel (it continues from before the decoded image);
+    ``tempo_bpm`` is enc1's fourth channel and None for the other encodings.
+    """
+
+    pitch: np.ndarray  # (N,) uint8
+    velocity: np.ndarray  # (N,) uint8
+    program: np.ndarray  # (N,) uint8
+    start_col: np.ndarray  # (N,) int64
+    stop_col: np.ndarray  # (N,) int64
+    has_onset: np.ndarray  # (N,) bool
+    resolution_s: float
+    tempo_bpm: np.ndarray | None = None  # (N,) float64, enc1 only
+
+    def __len__(self) -> int:
+        return int(self.pitch.shape[0])
+
+    @property
+    def onset_s(self) -> np.ndarray:
+        return self.start_col * self.resolution_s
+
+    @property
+    def offset_s(self) -> np.ndarray:
+        return self.stop_col * self.resolution_s
+
+
+@dataclass(frozen=True)
+class Windows:
+    """All windows of one piece: ``images[w]`` covers piece columns ``starts[w] .. starts[w] + columns - 1``."""
+
+    images: np.ndarray  # (W, C, rows, columns) uint8
+    starts: np.ndarray  # (W,) int64
+    n_columns: int  # columns the piece spans; the last window is padded with silence past it
+    n_skipped: int  # notes outside pitch_lo..pitch_hi
+
+
+# -- time to columns ---------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _columns_kernel(onset, offset, res, pretty):
+    """``(start, stop, end, ordered)``: column spans, the largest stop (>= 0) and whether the starts
+    are non-decreasing."""
+    n = onset.shape[0]
+    start = np.empty(n, np.int64)
+    stop = np.empty(n, np.int64)
+    fs = 1.0 / res
+    end = np.int64(0)
+    ordered = True
+    for i in range(n):
+        if pretty:
+            s = np.int64(onset[i] * fs)  # truncation, as int() in pretty_midi
+            e = np.int64(offset[i] * fs)
+        else:
+            s = np.int64(np.floor(onset[i] * fs + GRID_EPS))
+            e = np.int64(np.floor(offset[i] * fs + GRID_EPS))
+            if e <= s:
+                e = s + 1
+        start[i] = s
+        stop[i] = e
+        if i > 0 and s < start[i - 1]:
+            ordered = False
+        if e > end:
+            end = e
+    return start, stop, end, ordered
+
+
+def _times(values, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-d, got shape {arr.shape}")
+    return arr
+
+
+def note_columns(onset_s, offset_s, cfg: RollConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Half-open column spans ``(start, stop)`` of notes, both int64, in ``cfg.convention``.
+
+    Parameters
+    ----------
+    onset_s, offset_s : array_like of float
+        Note times in seconds (``offset_s`` is the key release or the pedal release, as the caller
+        chooses).
+    cfg : RollConfig
+        ``resolution_s`` and ``convention`` are used.
+
+    Returns
+    -------
+    start, stop : np.ndarray
+        In the midipix convention ``stop > start`` always; in the pretty_midi convention a note with
+        ``stop <= start`` draws nothing.
+    """
+    onset, offset = _times(onset_s, "onset_s"), _times(offset_s, "offset_s")
+    if offset.shape != onset.shape:
+        raise ValueError("onset_s and offset_s must have one length")
+    start, stop, _, _ = _columns_kernel(onset, offset, cfg.resolution_s, cfg.convention == "pretty_midi")
+    return start, stop
+
+
+def window_starts(n_columns_total: int, cfg: RollConfig) -> np.ndarray:
+    """First column of each window: ``0, hop, 2 * hop, ...`` up to the first window reaching the end.
+
+    At least one window, even for an empty piece; the last one may reach past the piece (it is padded
+    with silence). Returns int64.
+    """
+    return np.arange(_n_windows(n_columns_total, cfg), dtype=np.int64) * cfg.hop_columns
+
+
+def _n_windows(n_columns_total: int, cfg: RollConfig) -> int:
+    n, cols, hop = max(int(n_columns_total), 0), cfg.columns, cfg.hop_columns
+    return 1 if n <= cols else 1 + (n - cols + hop - 1) // hop
+
+
+def tempo_at(onset_s, tempo_time_s, tempo_bpm, default_bpm: float = DEFAULT_BPM) -> np.ndarray:
+    """Tempo in bpm in force at each onset, from a piece's tempo map (the ``tempos`` table: event times
+    sorted, the last of equal times wins, ``default_bpm`` before the first event). Returns float64."""
+    onset = np.asarray(onset_s, dtype=np.float64)
+    times = np.asarray(tempo_time_s, dtype=np.float64)
+    bpm = np.asarray(tempo_bpm, dtype=np.float64)
+    if bpm.size == 0:
+        return np.full(onset.shape, float(default_bpm))
+    idx = np.searchsorted(times, onset, side="right") - 1
+    return np.where(idx >= 0, bpm[np.maximum(idx, 0)], float(default_bpm))
+
+
+# -- rendering kernels -------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _owned_stops(pitch, start, stop):
+    """Stop of the span each note owns (see "Same-pitch overlaps"); notes sorted by start column.
+
+    A note that draws nothing keeps a stop <= its start.
+    """
+    eff = stop.copy()
+    last = np.full(256, -1, np.int64)  # per pitch: the note that owns the open stretch
+    run_end = np.zeros(256, np.int64)  # per pitch: where that stretch ends
+    for i in range(pitch.shape[0]):
+        s = start[i]
+        e = stop[i]
+        if e <= s:
+            continue
+        p = pitch[i]
+        j = last[p]
+        if j >= 0 and run_end[p] > s:
+            eff[j] = s  # cut at the later onset (to nothing when both start in one column)
+            if run_end[p] > e:
+                e = run_end[p]
+        eff[i] = e
+        run_end[p] = e
+        last[p] = i
+    return eff
+
+
+@numba.njit(cache=True, nogil=True)
+def _paint_spans(pitch, velocity, program, start, stop, pitch_lo, hop, out, colour):
+    n_win, channels, rows, cols = out.shape
+    flat = out.reshape(-1)  # flat indices are unsigned: no negative-index wrap-around in the loops
+    plane = np.uint64(rows * cols)
+    eff = _owned_stops(pitch, start, stop)
+    skipped = 0
+    for i in range(pitch.shape[0]):
+        r = np.int64(pitch[i]) - pitch_lo
+        if r < 0 or r >= rows:
+            skipped += 1
+            continue
+        s = start[i]
+        e = eff[i]
+        if e <= s:
+            continue
+        w = (s - cols) // hop + 1  # first window with ws + cols > s
+        if w < 0:
+            w = 0
+        ws = w * hop
+        vel = velocity[i]
+        prog = program[i]
+        while ws < e and w < n_win:
+            a = (s if s > ws else ws) - ws  # window columns a .. b-1 (never empty: hop <= cols)
+            b = (e if e < ws + cols else ws + cols) - ws
+            base = np.uint64((w * channels * rows + r) * cols)
+            ua = base + np.uint64(a)
+            ub = base + np.uint64(b)
+            k0 = ua
+            if s >= ws:
+                flat[ua] = ONSET
+                k0 = ua + np.uint64(1)
+            for k in range(k0, ub):
+                flat[k] = SUSTAIN
+            if colour:
+                for k in range(ua + plane, ub + plane):
+                    flat[k] = vel
+                for k in range(ua + plane + plane, ub + plane + plane):
+                    flat[k] = prog
+            w += 1
+            ws += hop
+    return skipped
+
+
+@numba.njit(cache=True, nogil=True)
+def render_enc2_kernel(pitch, velocity, program, start, stop, pitch_lo, hop, out):
+    """Draw enc2 into ``out`` (W, 3, rows, columns), window ``w`` starting at column ``w * hop``.
+
+    ``pitch``/``velocity``/``program`` uint8, ``start``/``stop`` int64 sorted by ``start``; ``out``
+    C-contiguous and zero. Every pixel is written at most once. Returns the number of notes outside
+    ``pitch_lo .. pitch_lo + rows - 1``.
+    """
+    return _paint_spans(pitch, velocity, program, start, stop, pitch_lo, hop, out, True)
+
+
+@numba.njit(cache=True, nogil=True)
+def render_enc3_kernel(pitch, start, stop, pitch_lo, hop, out):
+    """Draw enc3 into ``out`` (W, 1, rows, columns); see :func:`render_enc2_kernel`."""
+    return _paint_spans(pitch, pitch, pitch, start, stop, pitch_lo, hop, out, False)
+
+
+@numba.njit(cache=True, nogil=True)
+def render_enc1_kernel(pitch, velocity, program, tempo, start, stop, pitch_lo, hop, out):
+    """Draw enc1 into ``out`` (W, 4, rows, columns): one pixel per note at its onset column, in every
+    window holding that column; ``tempo`` is the per-note fourth-channel value (uint8). Same input
+    rules as :func:`render_enc2_kernel`; returns the number of notes outside the pitch range."""
+    n_win, _, rows, cols = out.shape
+    eff = _owned_stops(pitch, start, stop)
+    skipped = 0
+    for i in range(pitch.shape[0]):
+        r = np.int64(pitch[i]) - pitch_lo
+        if r < 0 or r >= rows:
+            skipped += 1
+            continue
+        s = start[i]
+        length = eff[i] - s
+        if length <= 0:
+            continue
+        if length > MAX_LENGTH:
+            length = MAX_LENGTH
+        w = (s - cols) // hop + 1
+        if w < 0:
+            w = 0
+        ws = w * hop
+        while ws <= s and w < n_win:
+            c = s - ws
+            out[w, 0, r, c] = length
+            out[w, 1, r, c] = velocity[i]
+            out[w, 2, r, c] = program[i]
+            out[w, 3, r, c] = tempo[i]
+            w += 1
+            ws += hop
+    return skipped
+
+
+# -- reference twins (plain NumPy: draw the whole piece, then slice windows out of it) ---------------
+
+
+def _owned_stops_reference(pitch, start, stop):
+    """Twin of :func:`_owned_stops` from coverage instead of a scan: a note owns its columns up to the
+    next onset of its pitch ("next": a greater start, or the same start later in the arrays) or to the
+    end of the covered stretch of its row, whichever comes first. Any input order."""
+    pitch, start, stop = (np.asarray(a).astype(np.int64) for a in (pitch, start, stop))
+    eff = stop.copy()
+    drawn = stop > start
+    if not drawn.any():
+        return eff
+    lo, hi = int(start[drawn].min()), int(stop[drawn].max())
+    covered = np.zeros((256, hi - lo + 1), bool)  # one spare column: every stretch ends in the array
+    for i in np.flatnonzero(drawn):
+        covered[pitch[i], start[i] - lo : stop[i] - lo] = True
+    idx = np.arange(pitch.shape[0])
+    for i in np.flatnonzero(drawn):
+        s = start[i]
+        stretch_end = s + int(np.argmin(covered[pitch[i], s - lo :]))
+        later = drawn & (pitch == pitch[i]) & ((start > s) | ((start == s) & (idx > i)))
+        eff[i] = min(stretch_end, int(start[later].min())) if later.any() else stretch_end
+    return eff
+
+
+def _slice_windows(full, hop, out):
+    for w in range(out.shape[0]):
+        out[w] = full[:, :, w * hop : w * hop + out.shape[3]]
+
+
+def _spans_reference(pitch, velocity, program, start, stop, pitch_lo, hop, out):
+    n_win, channels, rows, cols = out.shape
+    width = (n_win - 1) * hop + cols
+    full = np.zeros((channels, rows, width), np.uint8)
+    eff = _owned_stops_reference(pitch, start, stop)
+    skipped = 0
+    for i in range(len(pitch)):
+        r = int(pitch[i]) - pitch_lo
+        if not 0 <= r < rows:
+            skipped += 1
+            continue
+        s, e = int(start[i]), min(int(eff[i]), width)
+        a = max(s, 0)
+        if e <= a:
+            continue
+        full[0, r, a:e] = SUSTAIN
+        if s >= 0:
+            full[0, r, s] = ONSET
+        if channels == 3:
+            full[1, r, a:e] = velocity[i]
+            full[2, r, a:e] = program[i]
+    _slice_windows(full, hop, out)
+    return skipped
+
+
+def render_enc2_reference(pitch, velocity, program, start, stop, pitch_lo, hop, out):
+    """Plain twin of :func:`render_enc2_kernel`."""
+    return _spans_reference(pitch, velocity, program, start, stop, pitch_lo, hop, out)
+
+
+def render_enc3_reference(pitch, start, stop, pitch_lo, hop, out):
+    """Plain twin of :func:`render_enc3_kernel`."""
+    return _spans_reference(pitch, None, None, start, stop, pitch_lo, hop, out)
+
+
+def render_enc1_reference(pitch, velocity, program, tempo, start, stop, pitch_lo, hop, out):
+    """Plain twin of :func:`render_enc1_kernel`."""
+    n_win, _, rows, cols = out.shape
+    width = (n_win - 1) * hop + cols
+    full = np.zeros((4, rows, width), np.uint8)
+    eff = _owned_stops_reference(pitch, start, stop)
+    skipped = 0
+    for i in range(len(pitch)):
+        r = int(pitch[i]) - pitch_lo
+        if not 0 <= r < rows:
+            skipped += 1
+            continue
+        s, e = int(start[i]), int(eff[i])
+        if e > s and 0 <= s < width:
+            full[:, r, s] = (min(e - s, MAX_LENGTH), velocity[i], program[i], tempo[i])
+    _slice_windows(full, hop, out)
+    return skipped
+
+
+# -- rendering API -----------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _value_range(a, b, c):
+    """Smallest and largest value in three integer arrays of one length, in one pass."""
+    lo = 0
+    hi = 0
+    for i in range(a.shape[0]):
+        lo = min(lo, a[i], b[i], c[i])
+        hi = max(hi, a[i], b[i], c[i])
+    return lo, hi
+
+
+def _midi_values(pitch, velocity, program, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three per-note MIDI columns as contiguous uint8, checked to lie in 0..127."""
+    arrays = []
+    for name, values in (("pitch", pitch), ("velocity", velocity), ("program", program)):
+        arr = np.asarray(values)
+        if arr.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+        if arr.dtype.kind not in "iu":
+            raise ValueError(f"{name} must be integers, got {arr.dtype}")
+        arrays.append(arr)
+    lo, hi = _value_range(*(a.astype(np.int64) if a.dtype != np.uint8 else a for a in arrays))
+    if lo < 0 or hi > 127:
+        raise ValueError("pitch, velocity and program must lie in 0..127")
+    p, v, g = (np.ascontiguousarray(a, dtype=np.uint8) for a in arrays)
+    return p, v, g
+
+
+def _render(out, pitch, velocity, program, start, stop, ordered: bool, cfg: RollConfig, tempo_bpm) -> int:
+    n = start.shape[0]
+    pitch, velocity, program = _midi_values(pitch, velocity, program, n)
+    if not ordered:
+        order = np.argsort(start, kind="stable")  # ties keep array order: the later note wins
+        start, stop, pitch, velocity, program = start[order], stop[order], pitch[order], velocity[order], program[order]
+    lo, hop = cfg.pitch_lo, cfg.hop_columns
+    if cfg.encoding == "enc2":
+        return int(render_enc2_kernel(pitch, velocity, program, start, stop, lo, hop, out))
+    if cfg.encoding == "enc3":
+        return int(render_enc3_kernel(pitch, start, stop, lo, hop, out))
+    bpm = np.broadcast_to(np.asarray(DEFAULT_BPM if tempo_bpm is None else tempo_bpm, np.float64), (n,))
+    if not ordered:
+        bpm = bpm[order]
+    tempo = np.clip(np.rint(bpm), 0, 255).astype(np.uint8)
+    return int(render_enc1_kernel(pitch, velocity, program, tempo, start, stop, lo, hop, out))
+
+
+def render_windows(out, pitch, velocity, program, start, stop, cfg: RollConfig, *, tempo_bpm=None) -> int:
+    """Draw one piece's notes into ``out``, all windows at once.
+
+    Parameters
+    ----------
+    out : np.ndarray
+        ``(n_windows, *cfg.shape)`` uint8, C-contiguous and zero-filled; window ``w`` starts at column
+        ``w * cfg.hop_columns``.
+    pitch, velocity, program : array_like of int
+        Per-note MIDI values (0..127).
+    start, stop : array_like of int
+        Half-open column spans (from :func:`note_columns`). Notes need not be sorted: they are taken in
+        order of ``start`` (stable), so of same-pitch notes a later onset wins.
+    cfg : RollConfig
+    tempo_bpm : float or array_like, optional
+        enc1 only: tempo at each onset (default 120 bpm), rounded and clipped to 0..255.
+
+    Returns
+    -------
+    int
+        Number of notes outside ``cfg.pitch_lo .. cfg.pitch_hi`` (not drawn).
+    """
+    if (out.dtype != np.uint8 or out.ndim != 4 or out.shape[1:] != cfg.shape
+            or not out.flags.c_contiguous):
+        raise ValueError(f"out must be C-contiguous uint8 of shape (n_windows, {cfg.shape}), "
+                         f"got {out.dtype} {out.shape}")
+    start = np.ascontiguousarray(start, dtype=np.int64)
+    stop = np.ascontiguousarray(stop, dtype=np.int64)
+    if start.ndim != 1 or stop.shape != start.shape:
+        raise ValueError("start and stop must be 1-d arrays of one length")
+    ordered = bool(start.shape[0] < 2 or np.all(start[1:] >= start[:-1]))
+    return _render(out, pitch, velocity, program, start, stop, ordered, cfg, tempo_bpm)
+
+
+@numba.njit(cache=True, nogil=True)
+def _render_piece_kernel(onset, offset, pitch, velocity, program, tempo, res, pretty, channels, pitch_lo, rows,
+                         cols, hop, n_columns):
+    """:func:`to_windows` in one call for the common case: columns, checks, allocation and drawing.
+
+    Returns ``(out, n_columns, skipped, ok)``; ``ok`` is False (and nothing is drawn) when the notes are
+    not sorted by start column or a MIDI value lies outside 0..127, for the caller to handle.
+    """
+    start, stop, end, ordered = _columns_kernel(onset, offset, res, pretty)
+    if n_columns < 0:
+        n_columns = end
+    n_win = 1 if n_columns <= cols else 1 + (n_columns - cols + hop - 1) // hop
+    lo, hi = _value_range(pitch, velocity, program)
+    if not ordered or lo < 0 or hi > 127:
+        return np.zeros((0, channels, rows, cols), np.uint8), n_columns, 0, False
+    out = np.zeros((n_win, channels, rows, cols), np.uint8)  # (W, C, rows, columns)
+    p = pitch.astype(np.uint8)
+    v = velocity.astype(np.uint8)
+    g = program.astype(np.uint8)
+    if channels == 4:
+        skipped = render_enc1_kernel(p, v, g, tempo, start, stop, pitch_lo, hop, out)
+    else:
+        skipped = _paint_spans(p, v, g, start, stop, pitch_lo, hop, out, channels == 3)
+    return out, n_columns, skipped, True
+
+
+def _midi_column(values, name: str, n: int) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.shape != (n,) or arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be integers of shape ({n},), got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def to_windows(
+    pitch,
+    velocity,
+    program,
+    onset_s,
+    offset_s,
+    cfg: RollConfig,
+    *,
+    offset_pedal_s=None,
+    tempo_bpm=None,
+    n_columns: int | None = None,
+) -> Windows:
+    """Render a whole piece (one piece's rows of the ``notes`` table) into windows.
+
+    Parameters
+    ----------
+    pitch, velocity, program, onset_s, offset_s : array_like
+        Note columns. ``offset_pedal_s`` is required when ``cfg.pedal`` is set, and then drawn instead
+        of ``offset_s``.
+    cfg : RollConfig
+    tempo_bpm : float or array_like, optional
+        enc1: tempo at each onset (see :func:`tempo_at`); 120 bpm when omitted.
+    n_columns : int, optional
+        Length of the piece in columns (>= 0); by default the end of its last note. Notes reaching past
+        the last window are cut there.
+
+    Returns
+    -------
+    Windows
+        ``images`` of shape ``(n_windows, *cfg.shape)``, their start columns, the piece length and
+        the number of notes outside the pitch range.
+    """
+    if cfg.pedal:
+        if offset_pedal_s is None:
+            raise ValueError("cfg.pedal is set: pass offset_pedal_s")
+        offset_s = offset_pedal_s
+    onset, offset = _times(onset_s, "onset_s"), _times(offset_s, "offset_s")
+    if offset.shape != onset.shape:
+        raise ValueError("onset_s and offset_s must have one length")
+    if n_columns is not None and int(n_columns) < 0:
+        raise ValueError(f"n_columns must be >= 0, got {n_columns}")
+    n = onset.shape[0]
+    pitch = _midi_column(pitch, "pitch", n)
+    velocity = _midi_column(velocity, "velocity", n)
+    program = _midi_column(program, "program", n)
+    tempo = _NO_TEMPO
+    if cfg.encoding == "enc1":
+        bpm = np.broadcast_to(np.asarray(DEFAULT_BPM if tempo_bpm is None else tempo_bpm, np.float64), (n,))
+        tempo = np.clip(np.rint(bpm), 0, 255).astype(np.uint8)
+    pretty = cfg.convention == "pretty_midi"
+    out, n_cols, skipped, ok = _render_piece_kernel(
+        onset, offset, pitch, velocity, program, tempo, cfg.resolution_s, pretty, cfg.channels, cfg.pitch_lo,
+        cfg.rows, cfg.columns, cfg.hop_columns, -1 if n_columns is None else int(n_columns))
+    if not ok:  # unsorted notes, or values to reject: the general path sorts or raises
+        start, stop, _, ordered = _columns_kernel(onset, offset, cfg.resolution_s, pretty)
+        out = np.zeros((_n_windows(n_cols, cfg),) + cfg.shape, np.uint8)
+        skipped = _render(out, pitch, velocity, program, start, stop, ordered, cfg, tempo_bpm)
+    starts = np.arange(out.shape[0], dtype=np.int64) * cfg.hop_columns
+    return Windows(images=out, starts=starts, n_columns=int(n_cols), n_skipped=int(skipped))
+
+
+def stitch_windows(images, starts) -> np.ndarray:
+    """Paste windows ``(W, C, rows, columns)`` at their start columns into one ``(C, rows, width)``
+    roll, ``width = max(starts) + columns``; later windows overwrite overlaps."""
+    images = np.asarray(images)
+    starts = np.asarray(starts, dtype=np.int64)
+    if images.ndim != 4 or images.shape[0] == 0 or starts.shape != (images.shape[0],):
+        raise ValueError("need images (W, C, rows, columns) with W >= 1 and one start per window")
+    if starts.min() < 0:
+        raise ValueError("window starts must be >= 0")
+    cols = images.shape[3]
+    full = np.zeros(images.shape[1:3] + (int(starts.max()) + cols,), images.dtype)
+    for w in range(images.shape[0]):
+        full[:, :, starts[w] : starts[w] + cols] = images[w]
+    return full
+
+
+# -- decoding ----------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def decode_runs_kernel(state):
+    """Notes in a first-channel roll ``(rows, columns)``: ``(row, start, stop, has_onset)`` ordered by
+    row, then column. A run of non-zero pixels is a note; an ``ONSET`` pixel starts a new one."""
+    rows, cols = state.shape
+    n = 0
+    for r in range(rows):
+        prev = 0
+        for c in range(cols):
+            v = state[r, c]
+            if v != 0 and (prev == 0 or v == ONSET):
+                n += 1
+            prev = v
+    row = np.empty(n, np.int64)
+    start = np.empty(n, np.int64)
+    stop = np.empty(n, np.int64)
+    has_onset = np.empty(n, np.bool_)
+    k = 0
+    for r in range(rows):
+        open_run = False
+        for c in range(cols):
+            v = state[r, c]
+            if v == 0:
+                if open_run:
+                    stop[k - 1] = c
+                    open_run = False
+            elif not open_run or v == ONSET:
+                if open_run:
+                    stop[k - 1] = c
+                row[k] = r
+                start[k] = c
+                has_onset[k] = v == ONSET
+                k += 1
+                open_run = True
+        if open_run:
+            stop[k - 1] = cols
+    return row, start, stop, has_onset
+
+
+def decode_runs_reference(state):
+    """Plain twin of :func:`decode_runs_kernel` (whole-array comparisons instead of a scan)."""
+    state = np.asarray(state)
+    on = state != 0
+    onset = state == ONSET
+    before = np.zeros_like(on)
+    before[:, 1:] = on[:, :-1]
+    after = np.zeros_like(on)
+    after[:, :-1] = on[:, 1:]
+    onset_after = np.zeros_like(on)
+    onset_after[:, :-1] = onset[:, 1:]
+    first = on & (~before | onset)  # a note's first pixel
+    last = on & (~after | onset_after)  # a note's last pixel
+    row, start = np.nonzero(first)
+    row_last, col_last = np.nonzero(last)
+    assert np.array_equal(row, row_last)
+    return row.astype(np.int64), start.astype(np.int64), col_last.astype(np.int64) + 1, onset[row, start]
+
+
+def _check_image(image, cfg: RollConfig, encoding: str) -> np.ndarray:
+    if cfg.encoding != encoding:
+        raise ValueError(f"cfg.encoding is {cfg.encoding!r}, not {encoding!r}")
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.shape != cfg.shape:
+        raise ValueError(f"{encoding} image must be uint8 of shape {cfg.shape}, got {image.dtype} {image.shape}")
+    return image
+
+
+def _decode_spans(image, col0: int, cfg: RollConfig, default_velocity: int, default_program: int) -> GridNotes:
+    row, start, stop, has_onset = decode_runs_kernel(np.ascontiguousarray(image[0]))
+    order = np.lexsort((row, start))
+    row, start, stop, has_onset = row[order], start[order], stop[order], has_onset[order]
+    if image.shape[0] >= 3:
+        velocity = image[1][row, start]
+        program = image[2][row, start]
+    else:
+        velocity = np.full(row.shape, default_velocity, np.uint8)
+        program = np.full(row.shape, default_program, np.uint8)
+    return GridNotes(
+        pitch=(row + cfg.pitch_lo).astype(np.uint8), velocity=velocity, program=program,
+        start_col=start + col0, stop_col=stop + col0, has_onset=has_onset, resolution_s=cfg.resolution_s,
+    )
+
+
+def _decode_enc1(image, col0: int, cfg: RollConfig) -> GridNotes:
+    row, col = np.nonzero(image[0])
+    order = np.lexsort((row, col))
+    row, col = row[order], col[order]
+    start = col.astype(np.int64) + col0
+    return GridNotes(
+        pitch=(row + cfg.pitch_lo).astype(np.uint8), velocity=image[1][row, col], program=image[2][row, col],
+        start_col=start, stop_col=start + image[0][row, col], has_onset=np.ones(row.shape, np.bool_),
+        resolution_s=cfg.resolution_s, tempo_bpm=image[3][row, col].astype(np.float64),
+    )
+
+
+def from_enc1(image, window_start: int, cfg: RollConfig) -> GridNotes:
+    """Decode one enc1 window ``(4, rows, columns)`` whose first column is piece column ``window_start``.
+
+    Every non-zero first-channel pixel is a note that many columns long (its end may lie past the
+    window); velocity, program and tempo come from the other channels.
+    """
+    return _decode_enc1(_check_image(image, cfg, "enc1"), int(window_start), cfg)
+
+
+def from_enc2(image, window_start: int, cfg: RollConfig) -> GridNotes:
+    """Decode one enc2 window ``(3, rows, columns)`` whose first column is piece column ``window_start``.
+
+    Runs of non-zero first-channel pixels are notes (an ``ONSET`` pixel starts a new one), cut at the
+    window's edges; velocity and program are read at each note's first pixel.
+    """
+    return _decode_spans(_check_image(image, cfg, "enc2"), int(window_start), cfg, 0, 0)
+
+
+def from_enc3(image, window_start: int, cfg: RollConfig, *, default_velocity: int = 64,
+              default_program: int = 0) -> GridNotes:
+    """Decode one enc3 window ``(1, rows, columns)`` like :func:`from_enc2`; enc3 holds no velocity or
+    program, so every note gets ``default_velocity`` and ``default_program``."""
+    return _decode_spans(_check_image(image, cfg, "enc3"), int(window_start), cfg, default_velocity,
+                         default_program)
+
+
+def from_windows(images, cfg: RollConfig, *, starts=None, default_velocity: int = 64,
+                 default_program: int = 0) -> GridNotes:
+    """Decode all windows of one piece into its notes.
+
+    Parameters
+    ----------
+    images : array_like
+        ``(W, *cfg.shape)`` uint8, as made by :func:`to_windows`.
+    cfg : RollConfig
+    starts : array_like of int, optional
+        First column of each window; ``w * cfg.hop_columns`` by default.
+    default_velocity, default_program : int
+        enc3 only.
+
+    Returns
+    -------
+    GridNotes
+        The windows are pasted side by side first (later windows overwrite overlaps), so a note that
+        crosses window edges comes back as one note.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != cfg.shape:
+        raise ValueError(f"images must be uint8 of shape (W, {cfg.shape}), got {images.dtype} {images.shape}")
+    if starts is None:
+        starts = np.arange(images.shape[0], dtype=np.int64) * cfg.hop_columns
+    roll = stitch_windows(images, starts)  # (C, rows, width)
+    if cfg.encoding == "enc1":
+        return _decode_enc1(roll, 0, cfg)
+    assert roll.shape[0] == CHANNELS[cfg.encoding]
+    return _decode_spans(roll, 0, cfg, default_velocity, default_program)

@@ -1,0 +1,259 @@
+"""Table set → image datasets: render every piece's windows, pack them into shards, write a version.
+
+Pieces of one split are taken in sha256 order and grouped into shards by content-defined boundaries
+(``tasks.shards.group_pieces``). A shard's *recipe* — its pieces' hashes, the encoding and augmentation
+configs, the rendering code version — decides its bytes; a shard whose recipe the previous version
+already holds is reused as it is, so adding one piece renders only the shard that piece falls in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from storage_schemas import shards as SH
+from storage_schemas import tables as S
+from storage_schemas.encodings import RollConfig
+from tasks import publish as P
+from tasks.augment import AugmentConfig, apply_variant, plan
+from tasks.shards import encode_shard, group_pieces, recipe_key
+from tasks.store import Store
+
+NOTE_COLUMNS = ["piece_id", "pitch", "velocity", "program", "onset_s", "offset_s", "offset_pedal_s"]
+
+
+@dataclass(frozen=True)
+class HilbertConfig:
+    """Audio images: the notes rendered by the built-in synthesizer, cut into blocks on a Hilbert curve."""
+
+    order: int = 8  # 2**order × 2**order pixels, 4**order samples per image
+    sample_rate: int = 44100
+    timbre: str = "piano"  # "piano" | "guitar"
+    pedal: bool = True  # sound notes for as long as the sustain pedal holds them
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        side = 1 << self.order
+        return (1, side, side)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def code_version() -> str:
+    """Hash of the code that decides an image's pixels."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for mod in ("tasks/render.py", "tasks/encode.py", "tasks/augment.py", "tasks/hilbert.py", "tasks/synth.py",
+                "tasks/shards.py", "storage_schemas/encodings.py", "storage_schemas/shards.py"):
+        h.update((root / mod).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def encoding_config(encoding: str, roll: RollConfig | None, hilbert: HilbertConfig | None) -> dict:
+    if encoding == "hilbert":
+        return {"encoding": "hilbert", **(hilbert or HilbertConfig()).to_dict()}
+    cfg = roll or RollConfig(encoding=encoding)
+    return {**cfg.to_dict(), "encoding": encoding}
+
+
+def dataset_version(tables_version: str, config: dict, augment: AugmentConfig) -> str:
+    doc = {"tables": tables_version, "config": config, "augment": augment.to_dict(), "code": code_version(),
+           "schema": SH.SHARDS_SCHEMA_VERSION}
+    return f"v{SH.SHARDS_SCHEMA_VERSION}-" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
+
+
+# -- one piece ----------------------------------------------------------------------------------------
+
+def render_piece(notes: dict[str, np.ndarray], config: dict, k: int, seed: int | None, augment: AugmentConfig
+                 ) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Images of one variant of one piece: ``(images, window starts, notes lost)``; None if skipped."""
+    pitch = notes["pitch"]
+    new_pitch, keep, n_lost, _ = apply_variant(pitch, k, seed, augment)
+    if new_pitch is None:
+        return None  # the transposition would push notes off the keyboard: skipped, never wrapped
+    cols = {c: v[keep] for c, v in notes.items()}
+    cols["pitch"] = np.asarray(new_pitch, np.uint8)
+    if config["encoding"] == "hilbert":
+        return (*_hilbert_images(cols, config), n_lost)
+    from tasks.encode import to_windows
+
+    cfg = RollConfig.from_dict({k_: v for k_, v in config.items()})
+    w = to_windows(cols["pitch"], cols["velocity"], cols["program"], cols["onset_s"], cols["offset_s"], cfg,
+                   offset_pedal_s=cols["offset_pedal_s"])
+    return w.images, w.starts, n_lost + w.n_skipped
+
+
+def _hilbert_images(cols: dict[str, np.ndarray], config: dict) -> tuple[np.ndarray, np.ndarray]:
+    from tasks.hilbert import audio_to_images
+    from tasks.synth import render
+
+    offsets = cols["offset_pedal_s"] if config["pedal"] else cols["offset_s"]
+    audio = render(cols["pitch"], cols["velocity"], cols["onset_s"], offsets, sample_rate=config["sample_rate"],
+                   timbre=config["timbre"])
+    images, _ = audio_to_images(audio, order=config["order"], dtype=np.float16)
+    images = images.reshape((images.shape[0], 1) + images.shape[1:])
+    return images, np.arange(images.shape[0], dtype=np.int64)
+
+
+# -- a whole dataset ----------------------------------------------------------------------------------
+
+@dataclass
+class RenderStats:
+    rendered_shards: int = 0
+    reused_shards: int = 0
+    rendered_pieces: int = 0
+    images: int = 0
+    skipped_variants: int = 0
+    lost_notes: int = 0
+
+
+def _load_notes(store: Store, tables_manifest: dict) -> tuple[pa.Table, dict[int, tuple[int, int]]]:
+    parts = [pq.read_table(io.BytesIO(store.read_bytes(rec["key"])), columns=NOTE_COLUMNS)
+             for rec in tables_manifest["files"]["notes"].values()]
+    notes = pa.concat_tables(parts)
+    pid = notes.column("piece_id").to_numpy()
+    order = np.argsort(pid, kind="stable")  # splits are separate files: group rows by piece
+    notes = notes.take(pa.array(order))
+    pid = pid[order]
+    bounds = np.flatnonzero(np.diff(pid)) + 1
+    starts = np.concatenate(([0], bounds))
+    stops = np.concatenate((bounds, [pid.shape[0]]))
+    return notes, {int(pid[a]): (int(a), int(b)) for a, b in zip(starts, stops)}
+
+
+def _load_pieces(store: Store, tables_manifest: dict) -> list[dict]:
+    rows = []
+    for split, rec in tables_manifest["files"]["pieces"].items():
+        t = pq.read_table(io.BytesIO(store.read_bytes(rec["key"])), columns=["piece_id", "sha256", "relpath"])
+        rows += [{**r, "split": split} for r in t.to_pylist()]
+    return rows
+
+
+def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, encoding: str,
+                        roll: RollConfig | None = None, hilbert: HilbertConfig | None = None,
+                        augment: AugmentConfig = AugmentConfig(), previous: dict | None = None,
+                        previous_images: pa.Table | None = None, workers: int = 2,
+                        progress: Callable[[int, int], None] | None = None) -> tuple[dict, RenderStats]:
+    """Render, shard and write one dataset version (unpublished); returns its manifest and what it did."""
+    name = SH.dataset_name(tables_name, encoding)
+    config = encoding_config(encoding, roll, hilbert)
+    version = dataset_version(tables_manifest["version"], config, augment)
+    code = code_version()
+    pieces = _load_pieces(store, tables_manifest)
+    notes, slices = _load_notes(store, tables_manifest)
+    columns = {c: notes.column(c).to_numpy() for c in NOTE_COLUMNS[1:]}
+    reuse = {s["recipe"]: s for s in (previous or {}).get("shards", [])} if previous else {}
+    if previous is not None and previous.get("code_version") != code:
+        reuse = {}
+
+    jobs = []
+    for split in S.SPLITS:
+        mine = sorted((p for p in pieces if p["split"] == split), key=lambda p: p["sha256"])
+        for group in group_pieces([p["sha256"] for p in mine]):
+            members = [mine[i] for i in group]
+            recipe = recipe_key([json.dumps(config, sort_keys=True), json.dumps(augment.to_dict(), sort_keys=True),
+                                 code, split] + [p["sha256"] for p in members])
+            jobs.append((split, members, recipe))
+
+    stats = RenderStats()
+
+    def run(job):
+        split, members, recipe = job
+        if recipe in reuse:
+            return split, recipe, reuse[recipe], None, 0, 0
+        imgs, meta, skipped, lost = [], [], 0, 0
+        for p in members:
+            a, b = slices.get(p["piece_id"], (0, 0))
+            piece_notes = {c: v[a:b] for c, v in columns.items()}
+            for k, seed in plan(augment, split, p["piece_id"]):
+                out = render_piece(piece_notes, config, k, seed, augment)
+                if out is None:
+                    skipped += 1
+                    continue
+                images, starts, n_lost = out
+                lost += n_lost
+                n = images.shape[0]
+                imgs.append(images)
+                meta.append((np.full(n, p["piece_id"], np.int64), starts.astype(np.int32), np.full(n, k, np.int8),
+                             np.full(n, -1 if seed is None else seed, np.int64)))
+        shape = image_shape(config)
+        dtype = np.float16 if config["encoding"] == "hilbert" else np.uint8
+        images = np.concatenate(imgs) if imgs else np.zeros((0,) + shape, dtype)
+        cols = [np.concatenate([m[i] for m in meta]) if meta else np.zeros(0) for i in range(4)]
+        data = encode_shard(images, *cols)
+        sha = hashlib.sha256(data).hexdigest()
+        store.put_if_absent(SH.shard_key(name, sha), data)
+        rec = {"sha256": sha, "key": SH.shard_key(name, sha), "split": split, "rows": int(images.shape[0]),
+               "bytes": len(data), "raw_bytes": int(images.nbytes), "recipe": recipe,
+               "pieces": len(members)}
+        return split, recipe, rec, cols, skipped, lost
+
+    results = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, r in enumerate(pool.map(run, jobs)):
+            results.append(r)
+            if progress is not None:
+                progress(i + 1, len(jobs))
+
+    shards, image_tables = [], []
+    for split, recipe, rec, cols, skipped, lost in results:
+        shards.append(rec)
+        stats.skipped_variants += skipped
+        stats.lost_notes += lost
+        stats.images += rec["rows"]
+        if cols is None:
+            stats.reused_shards += 1
+            prev = previous_images.filter(pc.equal(previous_images["shard"], rec["sha256"]))
+            image_tables.append(prev)
+            continue
+        stats.rendered_shards += 1
+        stats.rendered_pieces += rec["pieces"]
+        n = rec["rows"]
+        res = config.get("resolution_s")
+        start_s = cols[1] * res if res else cols[1] * (4 ** config.get("order", 8)) / config.get("sample_rate", 1)
+        image_tables.append(pa.Table.from_arrays([
+            pa.array(cols[0].astype(np.int64)), pa.array([split] * n, pa.string()), pa.array([encoding] * n, pa.string()),
+            pa.array(cols[1].astype(np.int32)), pa.array(np.asarray(start_s, np.float64)),
+            pa.array(cols[2].astype(np.int8)), pa.array(cols[3].astype(np.int64)),
+            pa.array([rec["sha256"]] * n, pa.string()), pa.array(np.arange(n, dtype=np.int32))], schema=SH.IMAGES))
+    images_table = pa.concat_tables(image_tables) if image_tables else SH.IMAGES.empty_table()
+    sink = io.BytesIO()
+    pq.write_table(images_table.cast(SH.IMAGES), sink, compression="zstd")
+    store.write_bytes(SH.images_key(name, version), sink.getvalue())
+    manifest = {
+        "kind": "midipix.dataset", "schema_version": SH.SHARDS_SCHEMA_VERSION, "name": name, "version": version,
+        "encoding": encoding, "config": config, "augment": augment.to_dict(), "code_version": code,
+        "tables": {"name": tables_name, "version": tables_manifest["version"]},
+        "shape": list(image_shape(config)), "dtype": "float16" if encoding == "hilbert" else "uint8",
+        "shards": shards, "images": int(images_table.num_rows),
+        "bytes": sum(s["bytes"] for s in shards), "raw_bytes": sum(s["raw_bytes"] for s in shards),
+    }
+    store.write_bytes(SH.manifest_key(name, version), json.dumps(manifest, indent=1, sort_keys=True).encode())
+    return manifest, stats
+
+
+def image_shape(config: dict) -> tuple[int, ...]:
+    """Image shape (channels, height, width) of an encoding config."""
+    if config["encoding"] == "hilbert":
+        side = 1 << config["order"]
+        return (1, side, side)
+    return RollConfig.from_dict(config).shape
+
+
+def publish_dataset(store: Store, name: str, version: str) -> bool:
+    return P.publish(store, SH.pointer_key(name), SH.manifest_key(name, version), version)
+
+
+def read_images_table(store: Store, name: str, version: str) -> pa.Table:
+    return pq.read_table(io.BytesIO(store.read_bytes(SH.images_key(name, version))))
