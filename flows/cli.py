@@ -50,6 +50,29 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--source", default="generated", help="default source of the scheduled rebuild")
     v.add_argument("--store", default=None, help="default store of the scheduled rebuild")
 
+    pl = sub.add_parser("pull", help="copy a dataset version from a store into a local cache (verified)")
+    pl.add_argument("store", help="folder or s3://bucket/prefix")
+    pl.add_argument("dataset", help="dataset name, e.g. maestro-v3.0.0.enc2")
+    pl.add_argument("--to", required=True, help="local cache folder")
+    pl.add_argument("--version", default=None, help="a dataset version (default: the published one)")
+
+    d = sub.add_parser("decode", help="turn images back into MIDI (rolls) or WAV (Hilbert images)")
+    d.add_argument("image", nargs="?", help="a .npy file: one image (C,H,W) or windows (N,C,H,W)")
+    d.add_argument("--encoding", choices=["enc1", "enc2", "enc3", "hilbert"], help="encoding of a .npy image")
+    d.add_argument("--store", default=None, help="decode dataset rows from this store instead")
+    d.add_argument("--dataset", default=None, help="dataset name (with --store)")
+    d.add_argument("--piece", type=int, default=None, help="piece_id whose windows to decode (with --dataset)")
+    d.add_argument("--transposition", type=int, default=0)
+    d.add_argument("--out", required=True, help="output path without suffix (.mid or .wav is added)")
+
+    pv = sub.add_parser("preview", help="write PNG previews of rolls (pitch axis labelled, onsets marked)")
+    pv.add_argument("image", nargs="?", help="a .npy roll (C,H,W)")
+    pv.add_argument("--encoding", choices=["enc1", "enc2", "enc3"], default="enc2")
+    pv.add_argument("--store", default=None)
+    pv.add_argument("--dataset", default=None)
+    pv.add_argument("-n", type=int, default=4, help="previews per dataset")
+    pv.add_argument("--out", required=True, help="output folder")
+
     s = sub.add_parser("show", help="summarise the table sets in a store")
     s.add_argument("store", nargs="?", default=None, help="folder or s3://bucket/prefix")
     s.add_argument("--name", default=None, help="only this table set")
@@ -100,6 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         cron = None if (args.cron or "").lower() == "none" else (args.cron or REBUILD_CRON)
         serve_deployments(cron=cron, source=args.source, store=args.store)
         return 0
+    if args.command == "pull":
+        from tasks.loader import pull_dataset
+
+        m = pull_dataset(args.store, args.dataset, args.to, args.version)
+        print(f"pulled {args.dataset} {m['version']}: {len(m['shards'])} shards, {m['images']} images, "
+              f"{m['bytes'] / 1e6:.2f} MB into {args.to}")
+        return 0
+    if args.command == "decode":
+        return _decode(args)
+    if args.command == "preview":
+        return _preview(args)
     if args.command == "show":
         from tasks.store import Store
         from tasks.summary import format_summary, summarize
@@ -122,6 +156,67 @@ def main(argv: list[str] | None = None) -> int:
                 print("\n" + format_datasets(datasets))
         return 0
     return 2
+
+
+def _roll_config(encoding: str) -> dict:
+    from storage_schemas.encodings import RollConfig
+
+    return RollConfig(encoding=encoding).to_dict()
+
+
+def _decode(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from tasks.decode import decode_to_files, piece_images
+
+    if args.store and args.dataset and args.piece is not None:
+        from tasks.store import Store
+
+        images, starts, manifest = piece_images(Store(args.store), args.dataset, args.piece, args.transposition)
+        config = manifest["config"]
+    elif args.image and args.encoding:
+        images, starts = np.load(args.image), None
+        if args.encoding == "hilbert":
+            from tasks.render import HilbertConfig
+
+            side = images.shape[-1]
+            config = {"encoding": "hilbert", **HilbertConfig(order=side.bit_length() - 1).to_dict()}
+        else:
+            config = _roll_config(args.encoding)
+    else:
+        print("give an IMAGE.npy with --encoding, or --store, --dataset and --piece", file=sys.stderr)
+        return 2
+    for path in decode_to_files(images, config, Path(args.out), starts):
+        print(path)
+    return 0
+
+
+def _preview(args) -> int:
+    from pathlib import Path
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.store and args.dataset:
+        from tasks.preview import dataset_previews
+        from tasks.store import Store
+
+        pictures = dataset_previews(Store(args.store), args.dataset, args.n)
+    elif args.image:
+        import numpy as np
+
+        from tasks.preview import roll_png
+
+        pictures = [(Path(args.image).stem, roll_png(np.load(args.image), args.encoding))]
+    else:
+        print("give an IMAGE.npy, or --store and --dataset", file=sys.stderr)
+        return 2
+    for i, (caption, png) in enumerate(pictures):
+        path = out / f"preview-{i:02d}.png"
+        path.write_bytes(png)
+        print(f"{path}  {caption}")
+    return 0
 
 
 if __name__ == "__main__":
