@@ -25,6 +25,7 @@ from storage_schemas import shards as SH
 from storage_schemas import tables as S
 from storage_schemas.encodings import RollConfig
 from tasks import publish as P
+from tasks import tables as T
 from tasks.augment import AugmentConfig, apply_variant, plan
 from tasks.shards import encode_shard, group_pieces, recipe_key
 from tasks.store import Store
@@ -120,7 +121,7 @@ class RenderStats:
 
 def _load_notes(store: Store, tables_manifest: dict) -> tuple[pa.Table, dict[int, tuple[int, int]]]:
     parts = [pq.read_table(io.BytesIO(store.read_bytes(rec["key"])), columns=NOTE_COLUMNS)
-             for rec in tables_manifest["files"]["notes"].values()]
+             for rec in T.table_files(tables_manifest, "notes")]
     notes = pa.concat_tables(parts)
     pid = notes.column("piece_id").to_numpy()
     order = np.argsort(pid, kind="stable")  # splits are separate files: group rows by piece
@@ -134,9 +135,10 @@ def _load_notes(store: Store, tables_manifest: dict) -> tuple[pa.Table, dict[int
 
 def _load_pieces(store: Store, tables_manifest: dict) -> list[dict]:
     rows = []
-    for split, rec in tables_manifest["files"]["pieces"].items():
-        t = pq.read_table(io.BytesIO(store.read_bytes(rec["key"])), columns=["piece_id", "sha256", "relpath"])
-        rows += [{**r, "split": split} for r in t.to_pylist()]
+    for split in S.SPLITS:
+        for rec in T.table_files(tables_manifest, "pieces", split):
+            t = pq.read_table(io.BytesIO(store.read_bytes(rec["key"])), columns=["piece_id", "sha256", "relpath"])
+            rows += [{**r, "split": split} for r in t.to_pylist()]
     return rows
 
 

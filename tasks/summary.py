@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage_schemas import tables as S
@@ -16,16 +17,16 @@ def summarize(store: Store, name: str) -> dict:
     manifest = T.read_manifest(store, name)
     splits = []
     for split in S.SPLITS:
-        rec = manifest["files"]["pieces"].get(split)
-        pieces = pq.read_table(io.BytesIO(store.read_bytes(rec["key"])),
-                               columns=["note_count", "duration_s"]) if rec else None
+        recs = T.table_files(manifest, "pieces", split)
+        pieces = pa.concat_tables([pq.read_table(io.BytesIO(store.read_bytes(rec["key"])),
+                                                 columns=["note_count", "duration_s"]) for rec in recs]) if recs else None
         notes = int(pieces.column("note_count").to_numpy().sum()) if pieces is not None else 0
         hours = float(pieces.column("duration_s").to_numpy().sum()) / 3600 if pieces is not None else 0.0
         splits.append({"split": split, "pieces": pieces.num_rows if pieces is not None else 0, "notes": notes,
                        "hours": round(hours, 3)})
-    rej = manifest["files"]["rejects"]["all"]
-    rejects = pq.read_table(io.BytesIO(store.read_bytes(rej["key"]))).to_pylist()
-    total_bytes = sum(r["bytes"] for by in manifest["files"].values() for r in by.values())
+    rejects = [row for rec in T.table_files(manifest, "rejects")
+               for row in pq.read_table(io.BytesIO(store.read_bytes(rec["key"]))).to_pylist()]
+    total_bytes = sum(r["bytes"] for t in manifest["files"] for r in T.table_files(manifest, t))
     return {"name": name, "version": manifest["version"], "splits": splits, "rejects": rejects,
             "rows": manifest["rows"], "bytes": total_bytes,
             "parsed": manifest.get("parsed"), "reused": manifest.get("reused")}

@@ -171,8 +171,8 @@ def test_publish_is_compare_and_swap_and_manifest_is_verified(tmp_path, corpus):
     assert T.publish(store, "c", version) is False  # already current
     manifest = T.read_manifest(store, "c")
     assert manifest["version"] == version
-    for by_split in manifest["files"].values():
-        for rec in by_split.values():
+    for table in manifest["files"]:
+        for rec in T.table_files(manifest, table):
             assert hashlib.sha256(store.read_bytes(rec["key"])).hexdigest() == rec["sha256"]
     # a manifest altered after publishing is caught by the pointer's hash
     key = S.manifest_key("c", version)
@@ -180,3 +180,20 @@ def test_publish_is_compare_and_swap_and_manifest_is_verified(tmp_path, corpus):
     with pytest.raises(ValueError, match="does not match"):
         T.read_manifest(store, "c")
     assert T.list_table_sets(store) == ["c"]
+
+
+def test_big_tables_are_written_as_parts_that_plain_pandas_reads_as_one(tmp_path, corpus, monkeypatch):
+    monkeypatch.setattr(T, "PART_ROWS", 700)
+    store = Store(str(tmp_path / "store"))
+    result = _build(corpus)
+    version = _write_publish(store, "c", corpus, result)
+    manifest = T.read_manifest(store, "c")
+    train = T.table_files(manifest, "notes", "train")
+    assert len(train) > 1 and all(r["rows"] <= 700 for r in train)
+    notes = pd.read_parquet(tmp_path / "store" / S.version_root("c", version) / "notes")
+    want = sum(t.num_rows for t in result.tables["notes"].values())
+    assert len(notes) == want == manifest["rows"]["notes"]
+    # parts keep the rows in order: each piece's notes stay sorted by onset
+    first = notes[notes.split == "train"]
+    for _, g in first.groupby("piece_id"):
+        assert g.onset_tick.is_monotonic_increasing
