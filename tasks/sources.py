@@ -7,6 +7,8 @@ their bytes. Both are plain functions; ``tasks.pipeline`` wraps them in Prefect 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -121,16 +123,52 @@ def read_file_bytes(uri: str) -> bytes:
         return fh.read()
 
 
+def _fingerprint_cache_path() -> Path:
+    return Path(get_settings().cache_dir) / "fingerprints.json"
+
+
+def _load_fingerprint_cache() -> dict:
+    try:
+        return json.loads(_fingerprint_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_fingerprint_cache(cache: dict) -> None:
+    path = _fingerprint_cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache))
+    os.replace(tmp, path)
+
+
 def fingerprint(source: ResolvedSource, workers: int = 4) -> tuple[list[SourceFile], list[dict]]:
-    """Size and sha256 of every listed file. Unreadable files come back as reject rows."""
+    """Size and sha256 of every listed file. Unreadable files come back as reject rows.
+
+    Local files whose size and modification time (ns) are unchanged since they were last hashed on
+    this machine take their hash from a small cache in ``$MIDIPIX_CACHE_DIR`` (as make does); remote
+    files are always read.
+    """
+    cache = _load_fingerprint_cache()
+    fresh: dict[str, list] = {}
+
     def one(item):
         uri, rel = item
         try:
+            if "://" not in uri:
+                st = os.stat(uri)
+                key = os.path.abspath(uri)
+                hit = cache.get(key)
+                if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+                    return SourceFile(uri=uri, relpath=rel, size=st.st_size, sha256=hit[2]), None
             data = read_file_bytes(uri)
         except OSError as e:
             return None, {"source": uri, "relpath": rel, "sha256": None, "error_kind": "io_error",
                           "message": f"could not read the file: {e}"}
-        return SourceFile(uri=uri, relpath=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest()), None
+        sha = hashlib.sha256(data).hexdigest()
+        if "://" not in uri:
+            fresh[os.path.abspath(uri)] = [st.st_size, st.st_mtime_ns, sha]
+        return SourceFile(uri=uri, relpath=rel, size=len(data), sha256=sha), None
 
     files, errors = [], []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -139,4 +177,7 @@ def fingerprint(source: ResolvedSource, workers: int = 4) -> tuple[list[SourceFi
                 files.append(f)
             else:
                 errors.append(err)
+    if fresh:
+        cache.update(fresh)
+        _save_fingerprint_cache(cache)
     return files, errors

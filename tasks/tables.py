@@ -293,11 +293,12 @@ def build_tables(files: list[SourceFile], read_bytes: Callable[[SourceFile], byt
         for name in ("notes", "controls", "tempos"):
             schema = S.SCHEMAS[name]
             parts = cols_by_split[s][name]
-            arrays = [pa.array(np.concatenate(ids_by_split[s][name]) if parts else np.empty(0, np.int64))]
+            # one chunk per piece, wrapping the reader's arrays without copying them into one block
+            arrays = [pa.chunked_array([pa.array(i) for i in ids_by_split[s][name]], type=pa.int64())]
             for fld in list(schema)[1:]:
                 dtype = fld.type.to_pandas_dtype()
-                data = np.concatenate([c[fld.name] for c in parts]) if parts else np.empty(0, dtype)
-                arrays.append(pa.array(data.astype(dtype, copy=False), type=fld.type))
+                arrays.append(pa.chunked_array([pa.array(c[fld.name].astype(dtype, copy=False), type=fld.type)
+                                                for c in parts], type=fld.type))
             tables[name][s] = pa.Table.from_arrays(arrays, schema=schema)
     tables["rejects"][None] = pa.Table.from_pylist(rejects, schema=S.REJECTS)
     return BuildResult(tables=tables, parsed=len(parsed), reused=reused, rejected=len(rejects),

@@ -197,3 +197,22 @@ def test_big_tables_are_written_as_parts_that_plain_pandas_reads_as_one(tmp_path
     first = notes[notes.split == "train"]
     for _, g in first.groupby("piece_id"):
         assert g.onset_tick.is_monotonic_increasing
+
+
+def test_fingerprints_are_cached_by_size_and_mtime_and_refreshed_on_change(tmp_path, corpus, midipix_env):
+    import os
+
+    first, _ = fingerprint(list_files(str(corpus)))
+    victim = corpus / "gen-s3-00001.mid"
+    data = bytearray(victim.read_bytes())
+    data[-5] ^= 0x01  # same size, different bytes
+    st = victim.stat()
+    victim.write_bytes(bytes(data))
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))  # a cache keyed on size+mtime cannot see it
+    cached, _ = fingerprint(list_files(str(corpus)))
+    assert {f.relpath: f.sha256 for f in cached} == {f.relpath: f.sha256 for f in first}
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000))  # any touch refreshes it
+    again, _ = fingerprint(list_files(str(corpus)))
+    changed = {f.relpath for f in again} - {f.relpath for f in again if f.sha256 in {g.sha256 for g in first}}
+    assert changed == {"gen-s3-00001.mid"}
+    assert hashlib.sha256(bytes(data)).hexdigest() in {f.sha256 for f in again}
