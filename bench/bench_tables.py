@@ -173,7 +173,11 @@ def ours_build(source, workers: int) -> dict:
     from tasks.sources import fingerprint, read_file_bytes
     from tasks.store import Store
 
+    from tasks.settings import reload_settings
+
     tmp = tempfile.mkdtemp(prefix="midipix-bench-store-")
+    os.environ["MIDIPIX_CACHE_DIR"] = os.path.join(tmp, "cache")  # no fingerprint cache: hash every file
+    reload_settings()
     try:
         c0 = time.process_time()
         t0 = time.perf_counter()
@@ -194,7 +198,7 @@ def ours_build(source, workers: int) -> dict:
         raise RuntimeError(f"unexpected rejects: {errors or result.reject_rows[:3]}")
     return {"total_s": t3 - t0, "cpu_s": cpu, "fingerprint_s": t1 - t0, "build_s": t2 - t1, "write_s": t3 - t2,
             "notes": manifest["rows"]["notes"],
-            "parquet_bytes": sum(r["bytes"] for by in manifest["files"].values() for r in by.values())}
+            "parquet_bytes": sum(r["bytes"] for t in manifest["files"] for r in T.table_files(manifest, t))}
 
 
 def breakdown(paths: list[Path]) -> dict:

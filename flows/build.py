@@ -7,7 +7,7 @@ from typing import Literal
 from prefect import flow
 from pydantic import BaseModel, Field, field_validator
 
-from tasks.pipeline import (describe_images, fetch_source, fingerprint_files, midi_to_tables, publish_images,
+from tasks.pipeline import (describe_images, fetch_source, midi_to_tables, publish_images,
                             publish_tables, render_images, result_storage, summarize_tables)
 from tasks.settings import get_settings
 from tasks.store import Store
@@ -103,8 +103,7 @@ async def build_dataset(params: BuildParams = BuildParams()) -> dict:
     # An async flow: Prefect's sync engine joins its heartbeat thread on exit, which costs up to a
     # second per run; the async engine does not wait for it. The tasks themselves are plain sync code.
     store_uri = Store(params.store or get_settings().store).uri
-    source = fetch_source(params.source, params.maestro.model_dump())
-    files, read_errors = fingerprint_files(source)
+    source, files, read_errors = fetch_source(params.source, params.maestro.model_dump())
     name = params.name or source.default_name
     tables = midi_to_tables.with_options(result_storage=result_storage())(
         store_uri, name, files, read_errors, source.metadata_uri, params.split,

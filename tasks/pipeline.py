@@ -65,8 +65,10 @@ def _transient(task, task_run, state) -> bool:
 
 
 @task(name="fetch-source", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient)
-def fetch_source(spec: str, maestro_overrides: dict | None = None) -> ResolvedSource:
-    """Resolve a source string: download MAESTRO, generate the built-in corpus, or list a folder/URI."""
+def fetch_source(spec: str, maestro_overrides: dict | None = None
+                 ) -> tuple[ResolvedSource, list[T.SourceFile], list[dict]]:
+    """Resolve a source (download MAESTRO, generate the built-in corpus, or list a folder/URI) and hash
+    every file's bytes: the hashes are what the cache keys of the later steps are made of."""
     logger = get_run_logger()
     if spec == "maestro" or spec.startswith("maestro-v"):
         archive = maestro_archive(**(maestro_overrides or {}))
@@ -76,16 +78,10 @@ def fetch_source(spec: str, maestro_overrides: dict | None = None) -> ResolvedSo
         src = generated_source(spec)
     else:
         src = list_files(spec)
-    logger.info("source %s: %d MIDI files, metadata: %s", spec, len(src.files), src.metadata_uri or "none")
-    return src
-
-
-@task(name="fingerprint-files")
-def fingerprint_files(source: ResolvedSource) -> tuple[list[T.SourceFile], list[dict]]:
-    """sha256 of every file's bytes: what the cache keys of the later steps are made of."""
-    files, errors = fingerprint(source)
-    get_run_logger().info("fingerprinted %d files (%d unreadable)", len(files), len(errors))
-    return files, errors
+    files, errors = fingerprint(src)
+    logger.info("source %s: %d MIDI files (%d unreadable), metadata: %s", spec, len(src.files), len(errors),
+                src.metadata_uri or "none")
+    return src, files, errors
 
 
 def _tables_params(split: T.SplitConfig, metadata_uri: str | None) -> dict:
