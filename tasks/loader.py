@@ -51,7 +51,11 @@ def pull_dataset(store_uri: str, name: str, dest: str | Path, version: str | Non
             if got != shard["sha256"]:
                 raise ValueError(f"shard {key} in {src.uri} has sha256 {got}, the manifest says {shard['sha256']}")
             local.write_bytes(key, data)
-    local.write_bytes(SH.images_key(name, version), src.read_bytes(SH.images_key(name, version)))
+    images = src.read_bytes(SH.images_key(name, version))
+    want = manifest.get("images_table", {}).get("sha256")
+    if want is not None and hashlib.sha256(images).hexdigest() != want:
+        raise ValueError(f"{SH.images_key(name, version)} in {src.uri} does not match its manifest's sha256")
+    local.write_bytes(SH.images_key(name, version), images)
     local.write_bytes(SH.manifest_key(name, version), json.dumps(manifest, indent=1, sort_keys=True).encode())
     P.publish(local, SH.pointer_key(name), SH.manifest_key(name, version), version)
     return manifest
@@ -119,8 +123,8 @@ class ShardDataset(_torch_iterable_base()):
 
     def _read(self, store: Store, shard: dict) -> bytes:
         data = store.read_bytes(SH.shard_key(self.name, shard["sha256"]))
-        if len(data) != shard["bytes"]:
-            raise ValueError(f"shard {shard['sha256']} has {len(data)} bytes, the manifest says {shard['bytes']}")
+        if len(data) != shard["bytes"] or hashlib.sha256(data).hexdigest() != shard["sha256"]:
+            raise ValueError(f"shard {shard['sha256']} of {self.name} in {store.uri} does not match its manifest")
         return data
 
     def __iter__(self) -> Iterator[tuple]:

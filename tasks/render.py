@@ -159,13 +159,22 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
     if previous is not None and previous.get("code_version") != code:
         reuse = {}
 
+    def notes_digest(piece_id: int) -> str:
+        a, b = slices.get(piece_id, (0, 0))
+        h = hashlib.sha256()
+        for c in NOTE_COLUMNS[1:]:
+            h.update(np.ascontiguousarray(columns[c][a:b]).tobytes())
+        return h.hexdigest()[:16]
+
     jobs = []
     for split in S.SPLITS:
         mine = sorted((p for p in pieces if p["split"] == split), key=lambda p: p["sha256"])
         for group in group_pieces([p["sha256"] for p in mine]):
             members = [mine[i] for i in group]
+            # a piece enters the recipe by the notes the table set holds for it, not only its file's hash:
+            # a changed reader gives the same file other notes, and its shard must be rendered again
             recipe = recipe_key([json.dumps(config, sort_keys=True), json.dumps(augment.to_dict(), sort_keys=True),
-                                 code, split] + [p["sha256"] for p in members])
+                                 code, split] + [f"{p['sha256']}:{notes_digest(p['piece_id'])}" for p in members])
             jobs.append((split, members, recipe))
 
     stats = RenderStats()
@@ -232,13 +241,15 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
     images_table = pa.concat_tables(image_tables) if image_tables else SH.IMAGES.empty_table()
     sink = io.BytesIO()
     pq.write_table(images_table.cast(SH.IMAGES), sink, compression="zstd")
-    store.write_bytes(SH.images_key(name, version), sink.getvalue())
+    images_bytes = sink.getvalue()
+    store.write_bytes(SH.images_key(name, version), images_bytes)
     manifest = {
         "kind": "midipix.dataset", "schema_version": SH.SHARDS_SCHEMA_VERSION, "name": name, "version": version,
         "encoding": encoding, "config": config, "augment": augment.to_dict(), "code_version": code,
         "tables": {"name": tables_name, "version": tables_manifest["version"]},
         "shape": list(image_shape(config)), "dtype": "float16" if encoding == "hilbert" else "uint8",
         "shards": shards, "images": int(images_table.num_rows),
+        "images_table": {"key": SH.images_key(name, version), "sha256": hashlib.sha256(images_bytes).hexdigest()},
         "bytes": sum(s["bytes"] for s in shards), "raw_bytes": sum(s["raw_bytes"] for s in shards),
     }
     store.write_bytes(SH.manifest_key(name, version), json.dumps(manifest, indent=1, sort_keys=True).encode())

@@ -1,0 +1,245 @@
+"""Getting a dataset to training: ``ShardDataset`` over a store or a local cache, and ``pull_dataset``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from storage_schemas import shards as SH
+from tasks import render as R
+from tasks import tables as T
+from tasks.augment import AugmentConfig
+from tasks.generate import generate_corpus
+from tasks.loader import ShardDataset, pull_dataset, read_dataset_manifest
+from tasks.shards import shard_images
+from tasks.sources import fingerprint, list_files, read_file_bytes
+from tasks.store import Store
+
+torch = pytest.importorskip("torch")
+
+ROOT = Path(__file__).resolve().parents[1]
+AUGMENT = AugmentConfig(transpositions=(2,), noise_fraction=0.1)
+KEY = ("piece_id", "window_start", "transposition", "noise_seed")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("corpus")
+    generate_corpus(folder, n=6, seed=3, minutes=0.3)
+    return folder
+
+
+def publish_images(store_uri: str, folder: Path) -> tuple[str, dict, pa.Table]:
+    """Table set ``c`` of ``folder`` and its augmented enc2 dataset, both published; (name, manifest, index)."""
+    store = Store(store_uri)
+    files, errors = fingerprint(list_files(str(folder)))
+    assert errors == []
+    version = T.version_id(files, {})
+    T.write_table_set(store, "c", version, T.build_tables(files, lambda f: read_file_bytes(f.uri), None,
+                                                           T.SplitConfig()), {})
+    T.publish(store, "c", version)
+    manifest, _ = R.build_image_dataset(store, "c", T.read_manifest(store, "c"), "enc2", augment=AUGMENT)
+    name = manifest["name"]
+    R.publish_dataset(store, name, manifest["version"])
+    return name, manifest, R.read_images_table(store, name, manifest["version"])
+
+
+def rows(index: pa.Table, split: str | None = None) -> list[tuple]:
+    if split is not None:
+        index = index.filter(pc.equal(index["split"], split))
+    return list(zip(*(index[c].to_pylist() for c in KEY)))
+
+
+def keys(meta: dict) -> list[tuple]:
+    return list(zip(*(meta[c].tolist() for c in KEY)))
+
+
+def epoch(ds) -> tuple[list[tuple], list]:
+    """Image keys in the order an epoch yields them, and the batches."""
+    batches = list(ds)
+    return [k for _, meta in batches for k in keys(meta)], batches
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def published(store_uri, corpus):
+    return (store_uri, *publish_images(store_uri, corpus))
+
+
+# -- ShardDataset ---------------------------------------------------------------------------------------
+
+
+def test_an_epoch_yields_every_image_of_the_split_once(published):
+    store_uri, name, manifest, index = published
+    store = Store(store_uri)
+    pixels = {s["sha256"]: shard_images(store.read_bytes(s["key"])) for s in manifest["shards"]}
+    image_of = {k: pixels[sha][row] for k, sha, row in zip(rows(index), index["shard"].to_pylist(),
+                                                             index["row"].to_pylist())}
+    assert len(image_of) == index.num_rows  # the key names one image
+
+    ds = ShardDataset(store_uri, name, split="train", batch_size=5, seed=1)
+    want = rows(index, "train")
+    assert ds.num_images == len(want) > 10
+    got, batches = epoch(ds)
+    assert Counter(got) == Counter(want) and len(got) == len(set(got))
+    assert [b[0].shape[0] for b in batches] == [5] * (len(want) // 5) + ([len(want) % 5] if len(want) % 5 else [])
+    for images, meta in batches:
+        assert images.dtype == torch.uint8 and tuple(images.shape[1:]) == tuple(manifest["shape"]) == (3, 88, 200)
+        assert set(meta) == set(KEY)
+        assert all(v.dtype == torch.int64 and v.shape == (images.shape[0],) for v in meta.values())
+        for img, k in zip(images.numpy(), keys(meta)):  # each image is the one its metadata names
+            np.testing.assert_array_equal(img, image_of[k])
+
+    # seeded shuffle: the same seed and epoch repeat the order; another epoch or seed changes it
+    assert epoch(ds)[0] == got
+    assert epoch(ShardDataset(store_uri, name, split="train", batch_size=7, seed=1))[0] == got
+    ds.set_epoch(1)
+    other, _ = epoch(ds)
+    assert other != got and Counter(other) == Counter(want)
+    assert epoch(ShardDataset(store_uri, name, split="train", batch_size=5, seed=2))[0] != got
+    # unshuffled: the manifest's order, which is the index's
+    assert epoch(ShardDataset(store_uri, name, split="train", batch_size=5, shuffle=False))[0] == want
+
+    dropped, batches = epoch(ShardDataset(store_uri, name, split="train", batch_size=5, seed=1, drop_last=True))
+    assert len(dropped) == len(want) // 5 * 5 and all(b[0].shape[0] == 5 for b in batches)
+    assert Counter(epoch(ShardDataset(store_uri, name, split=None, batch_size=4))[0]) == Counter(rows(index))
+    for split in ("validation", "test"):
+        ds = ShardDataset(store_uri, name, split=split, batch_size=4)
+        assert Counter(epoch(ds)[0]) == Counter(rows(index, split)) and ds.num_images == len(rows(index, split))
+
+
+def test_dataloader_workers_share_an_epoch_without_overlap(published):
+    store_uri, name, manifest, index = published
+    assert len(manifest["shards"]) >= 3
+    ds = ShardDataset(store_uri, name, split=None, batch_size=4, seed=3)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    got = [k for _, meta in loader for k in keys(meta)]
+    assert sorted(got) == sorted(rows(index)) and len(set(got)) == len(got)
+    ds.set_epoch(1)
+    assert sorted(k for _, meta in loader for k in keys(meta)) == sorted(rows(index))
+
+
+# -- pull_dataset ---------------------------------------------------------------------------------------
+
+
+def assert_cache_complete(cache: Path, name: str, manifest: dict) -> None:
+    local = Store(str(cache))
+    assert read_dataset_manifest(local, name) == manifest
+    for s in manifest["shards"]:
+        assert sha256_file(Path(local.path(s["key"]))) == s["sha256"]
+    assert R.read_images_table(local, name, manifest["version"]).num_rows == manifest["images"]
+    assert not [p for p in cache.rglob("*.tmp")]  # no temp files left behind
+
+
+@pytest.mark.s3
+def test_pull_copies_verifies_and_repairs_the_cache(s3_env, corpus, tmp_path, monkeypatch):
+    name, manifest, index = publish_images(s3_env, corpus)
+    cache = tmp_path / "cache"
+    assert pull_dataset(s3_env, name, cache) == manifest
+    assert_cache_complete(cache, name, manifest)
+    remote = Store(s3_env)
+    assert Store(str(cache)).read_bytes(SH.images_key(name, manifest["version"])) == remote.read_bytes(
+        SH.images_key(name, manifest["version"]))
+
+    reads: list[str] = []
+    original = Store.read_bytes
+
+    def counting(store, key):
+        if store.is_remote:
+            reads.append(key)
+        return original(store, key)
+
+    monkeypatch.setattr(Store, "read_bytes", counting)
+    pull_dataset(s3_env, name, cache)  # everything is cached: no shard is downloaded again
+    assert not [k for k in reads if "/shards/" in k]
+
+    damaged = manifest["shards"][0]
+    path = Path(Store(str(cache)).path(damaged["key"]))
+    path.write_bytes(path.read_bytes()[: damaged["bytes"] // 2])  # truncated
+    reads.clear()
+    pull_dataset(s3_env, name, cache)
+    assert [k for k in reads if "/shards/" in k] == [damaged["key"]]
+    assert_cache_complete(cache, name, manifest)
+
+
+@pytest.mark.s3
+def test_a_shard_that_does_not_match_its_manifest_is_refused(s3_env, corpus, tmp_path):
+    name, manifest, _ = publish_images(s3_env, corpus)
+    bad = manifest["shards"][-1]
+    remote = Store(s3_env)
+    data = remote.read_bytes(bad["key"])
+    remote.write_bytes(bad["key"], data[:-1] + bytes([data[-1] ^ 0xFF]))  # same size, other bytes
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match="sha256"):
+        pull_dataset(s3_env, name, cache)
+    local = Store(str(cache))
+    assert not Path(local.path(bad["key"])).exists()
+    assert not [p for p in cache.rglob("*") if p.is_file() and bad["sha256"] in p.name and p.suffix != ".lock"]
+    with pytest.raises(FileNotFoundError):  # the cache does not show the version
+        read_dataset_manifest(local, name)
+
+
+@pytest.mark.s3
+@pytest.mark.slow  # two fresh interpreters importing torch
+def test_two_processes_pulling_at_once_both_succeed(s3_env, corpus, tmp_path):
+    name, manifest, _ = publish_images(s3_env, corpus)
+    cache, gate = tmp_path / "cache", tmp_path / "gate"
+    gate.mkdir()
+    # each process imports everything, says it is ready, and starts pulling when the test opens the gate
+    code = ("import sys, time; from pathlib import Path; from tasks.loader import pull_dataset\n"
+            "gate = Path(sys.argv[4]); (gate / sys.argv[5]).touch()\n"
+            "while not (gate / 'go').exists(): time.sleep(0.005)\n"
+            "pull_dataset(sys.argv[1], sys.argv[2], sys.argv[3])")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the S3 settings are in the environment
+    procs = [subprocess.Popen([sys.executable, "-c", code, s3_env, name, str(cache), str(gate), f"ready-{i}"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
+    deadline = time.monotonic() + 120
+    while len(list(gate.glob("ready-*"))) < 2 and all(p.poll() is None for p in procs):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    (gate / "go").touch()
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0, out.decode()[-3000:]
+    assert_cache_complete(cache, name, manifest)
+
+
+@pytest.mark.s3
+def test_a_pulled_dataset_trains_offline(s3_env, corpus, tmp_path, monkeypatch):
+    name, manifest, index = publish_images(s3_env, corpus)
+    cache = tmp_path / "cache"
+    pull_dataset(s3_env, name, cache)
+
+    import fsspec
+
+    from tasks.settings import reload_settings
+
+    for var in ("MIDIPIX_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var)
+    reload_settings()
+    real = fsspec.filesystem
+
+    def local_only(protocol, **kwargs):
+        assert protocol in ("file", "local"), f"offline, yet something asked for {protocol}"
+        return real(protocol, **kwargs)
+
+    monkeypatch.setattr(fsspec, "filesystem", local_only)
+    ds = ShardDataset(str(cache), name, split=None, batch_size=8)
+    assert ds.manifest == manifest
+    assert Counter(epoch(ds)[0]) == Counter(rows(index))
+    loader = torch.utils.data.DataLoader(ShardDataset(str(cache), name, split="train", batch_size=8),
+                                         batch_size=None, num_workers=2)
+    assert Counter(k for _, meta in loader for k in keys(meta)) == Counter(rows(index, "train"))
