@@ -73,6 +73,39 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("-n", type=int, default=4, help="previews per dataset")
     pv.add_argument("--out", required=True, help="output folder")
 
+    m = sub.add_parser("models", help="list every model with its parameter count, encodings and defaults")
+    m.add_argument("--json", action="store_true")
+
+    t = sub.add_parser("train", help="train models on an image dataset (a Prefect flow run)")
+    t.add_argument("--model", default="lstm", help="a model, or several comma-separated (a grid)")
+    t.add_argument("--encoding", default="enc2", help="an encoding, or several comma-separated (a grid)")
+    t.add_argument("--store", default=None)
+    t.add_argument("--tables", default="generated-24", help="table set whose image datasets to use")
+    t.add_argument("--dataset", default=None, help="a dataset version (default: the published one)")
+    t.add_argument("--data", default=None, help="read shards from this local cache (see: midipix pull)")
+    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--max-steps", type=int, default=None, help="training steps per epoch at most")
+    t.add_argument("--patience", type=int, default=None, help="early stopping after N epochs without progress")
+    t.add_argument("--spike-factor", type=float, default=None,
+                   help="a loss above F × the best epoch's reloads the best checkpoint and continues with SGD")
+    t.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                   help="change a model config field, e.g. --set 'conv_channels=[32,16,8]'")
+    t.add_argument("--samples", type=int, default=4, help="samples generated after training")
+    t.add_argument("--deployment", default=None, help="submit runs to this deployment (GPU pool) instead")
+    t.add_argument("--concurrency", type=int, default=1)
+    t.add_argument("--json", action="store_true")
+
+    g = sub.add_parser("generate", help="new music from a trained run: PNG, MIDI and WAV")
+    g.add_argument("--model", required=True, help="a run: models/<run> in the store, or just <run>")
+    g.add_argument("--store", default=None)
+    g.add_argument("--n", type=int, default=4)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--data", default=None, help="read seed windows from this local cache")
+    g.add_argument("--out", default=None, help="also copy the files into this folder")
+
     s = sub.add_parser("show", help="summarise the table sets in a store")
     s.add_argument("store", nargs="?", default=None, help="folder or s3://bucket/prefix")
     s.add_argument("--name", default=None, help="only this table set")
@@ -123,6 +156,29 @@ def main(argv: list[str] | None = None) -> int:
         cron = None if (args.cron or "").lower() == "none" else (args.cron or REBUILD_CRON)
         serve_deployments(cron=cron, source=args.source, store=args.store)
         return 0
+    if args.command == "models":
+        from models.registry import describe_all
+
+        rows = describe_all()
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        else:
+            for r in rows:
+                params = ", ".join(f"{e}: {n:,}" for e, n in r["parameters"].items())
+                print(f"{r['name']:<17}{r['family']:<12}{r['loss']:<36}{params}")
+                print(f"{'':<17}{r['summary']}")
+        return 0
+    if args.command == "train":
+        return _train(args)
+    if args.command == "generate":
+        from tasks.store import Store
+        from tasks.train import generate
+
+        store = Store(args.store or get_settings().store)
+        prefix = args.model if args.model.startswith("models/") else f"models/{args.model}"
+        for key in generate(store.uri, prefix, n=args.n, seed=args.seed, data_uri=args.data, out_dir=args.out):
+            print(store.url(key))
+        return 0
     if args.command == "pull":
         from tasks.loader import pull_dataset
 
@@ -156,6 +212,41 @@ def main(argv: list[str] | None = None) -> int:
                 print("\n" + format_datasets(datasets))
         return 0
     return 2
+
+
+def _train(args) -> int:
+    from flows.train import TrainGridParams, TrainOneParams, run_train_grid, run_train_one
+
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = json.loads(value)
+    models = [m for m in args.model.split(",") if m]
+    encodings = [e for e in args.encoding.split(",") if e]
+    one = TrainOneParams(model=models[0], encoding=encodings[0], tables_name=args.tables, store=args.store,
+                         data=args.data, dataset_version=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+                         lr=args.lr, seed=args.seed, max_steps_per_epoch=args.max_steps,
+                         early_stopping_patience=args.patience, spike_factor=args.spike_factor,
+                         model_overrides=overrides, samples=args.samples)
+    if len(models) == 1 and len(encodings) == 1 and not args.deployment:
+        results = [run_train_one(one)]
+    else:
+        results = run_train_grid(TrainGridParams(models=models, encodings=encodings, run=one,
+                                                 deployment=args.deployment, concurrency=args.concurrency))
+    if args.json:
+        print(json.dumps(results, indent=1, default=str))
+        return 0
+    for r in results:
+        if "run" not in r:
+            print(f"{r['model']} × {r['encoding']}: flow run {r['flow_run']} {r['state']}")
+            continue
+        last = r["history"][-1] if r["history"] else {}
+        print(f"{r['run']}: {r['parameters']:,} parameters, {r['epochs']} epochs, "
+              f"train loss {last.get('train_loss')}, val loss {last.get('val_loss')}, "
+              f"{last.get('samples_per_s') or 0:.0f} samples/s, data wait {100 * (last.get('data_wait_share') or 0):.1f} %")
+        for key in r.get("samples", []):
+            print(f"  {key}")
+    return 0
 
 
 def _roll_config(encoding: str) -> dict:

@@ -8,6 +8,7 @@ set-up can instead ``.deploy()`` the same objects to a work pool.
 from __future__ import annotations
 
 from flows.build import BuildParams, build_dataset
+from flows.train import TrainOneParams, train_one
 
 REBUILD_CRON = "0 3 * * *"  # daily, 03:00 UTC
 
@@ -21,7 +22,13 @@ def deployments(cron: str | None = REBUILD_CRON, source: str = "generated", stor
         description="Rebuild a corpus's tables (cached: unchanged files are not parsed again)",
         tags=["midipix", "dataset"],
     )
-    return [rebuild]
+    train = train_one.to_deployment(
+        name="train-model",
+        parameters={"params": TrainOneParams(store=store).model_dump(mode="json")},
+        description="Train one model on one image dataset and decode samples (serve it on a GPU host)",
+        tags=["midipix", "training"],
+    )
+    return [rebuild, train]
 
 
 def serve_deployments(cron: str | None = REBUILD_CRON, source: str = "generated", store: str | None = None,

@@ -1,0 +1,306 @@
+"""GAN, DCGAN and WGAN-GP: one set of networks, the losses as the only variation.
+
+``kind="gan"`` pairs the dense :class:`DenseGenerator` / :class:`DenseDiscriminator` (multilayer perceptrons
+with LeakyReLU, after the classic "GAN" reference design); ``"dcgan"`` and ``"wgan-gp"`` pair the
+convolutional :class:`ConvGenerator` / :class:`ConvCritic`. The DCGAN critic uses BatchNorm; the WGAN-GP
+critic uses a per-sample layer norm instead, because the gradient penalty is a per-sample quantity and
+BatchNorm would mix the samples of a batch.
+
+Images are ``(B, C, 88, 200)`` floats in [0, 1] (the uint8 rolls divided by 255); generators end in a
+sigmoid. Discriminators and critics return one unbounded score per sample, ``(B,)``: a logit for the BCE
+losses, a Wasserstein score for WGAN-GP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "GAN_KINDS",
+    "GanConfig",
+    "DenseGenerator",
+    "DenseDiscriminator",
+    "ConvGenerator",
+    "ConvCritic",
+    "build_gan",
+    "bce_discriminator_loss",
+    "bce_generator_loss",
+    "wasserstein_critic_loss",
+    "wasserstein_generator_loss",
+    "gradient_penalty",
+    "LOSSES",
+    "critic_objective",
+    "generator_objective",
+]
+
+GAN_KINDS = ("gan", "dcgan", "wgan-gp")
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    """Shape and width of a GAN.
+
+    Parameters
+    ----------
+    kind : str
+        ``"gan"`` (dense nets, BCE), ``"dcgan"`` (conv nets with BatchNorm, BCE) or ``"wgan-gp"`` (conv nets,
+        layer-normed critic, Wasserstein loss + gradient penalty).
+    channels, height, width : int
+        Image shape ``(channels, height, width)``; 4, 3 or 1 channels for enc1, enc2, enc3.
+    latent_dim : int
+        Length of the noise vector ``z``.
+    dense_generator : tuple of int
+        Hidden widths of the dense generator.
+    dense_discriminator : tuple of int
+        Hidden widths of the dense discriminator.
+    conv_channels : tuple of int
+        Channels of the conv nets from the coarsest to the finest scale. The generator starts from a seed of
+        ``conv_channels[0]`` maps of ``height / 2^k`` x ``width / 2^k`` (k = ``len(conv_channels)``; 11 x 25
+        for 88 x 200 and three stages) and doubles the size at each stage; the critic mirrors it.
+    leaky_slope : float
+        Negative slope of the LeakyReLUs.
+    gp_weight : float
+        Weight of the gradient penalty (WGAN-GP only).
+    """
+
+    kind: str
+    channels: int
+    height: int = 88
+    width: int = 200
+    latent_dim: int = 100
+    dense_generator: tuple[int, ...] = (128, 256, 512, 1024)
+    dense_discriminator: tuple[int, ...] = (512, 256)
+    conv_channels: tuple[int, ...] = (256, 128, 64)
+    leaky_slope: float = 0.2
+    gp_weight: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in GAN_KINDS:
+            raise ValueError(f"kind must be one of {GAN_KINDS}, got {self.kind!r}")
+        for name in ("dense_generator", "dense_discriminator", "conv_channels"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        if min(self.channels, self.height, self.width, self.latent_dim) < 1:
+            raise ValueError("channels, height, width and latent_dim must be >= 1")
+        if self.kind != "gan":
+            factor = 2 ** len(self.conv_channels)
+            if self.height % factor or self.width % factor:
+                raise ValueError(f"height and width must be divisible by {factor} for {len(self.conv_channels)} stages")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    @property
+    def seed_shape(self) -> tuple[int, int]:
+        """Spatial size of the conv generator's seed, e.g. ``(11, 25)`` for 88 x 200 and three stages."""
+        factor = 2 ** len(self.conv_channels)
+        return (self.height // factor, self.width // factor)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GanConfig:
+        return cls(**data)
+
+
+class _Generator(nn.Module):
+    """What every generator shares: ``z -> image`` and :meth:`sample`."""
+
+    config: GanConfig
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images from fresh noise, ``(n, C, H, W)`` in [0, 1]."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.config.latent_dim, generator=generator, device=device)
+        return self(z)
+
+
+class DenseGenerator(_Generator):
+    """MLP generator: ``z -> Linear -> [BatchNorm] -> LeakyReLU -> ... -> Linear -> sigmoid -> image``.
+
+    No BatchNorm after the first layer (as in the classic design), BatchNorm after the others.
+    """
+
+    def __init__(self, config: GanConfig) -> None:
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        width = config.latent_dim
+        for i, hidden in enumerate(config.dense_generator):
+            layers.append(nn.Linear(width, hidden))
+            if i > 0:
+                layers.append(nn.BatchNorm1d(hidden))
+            layers.append(nn.LeakyReLU(config.leaky_slope))
+            width = hidden
+        layers.append(nn.Linear(width, config.channels * config.height * config.width))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.net(z)  # (B, C*H*W)
+        return torch.sigmoid(x).view(z.shape[0], *self.config.image_shape)  # (B, C, H, W)
+
+
+class DenseDiscriminator(nn.Module):
+    """MLP discriminator: ``image -> flatten -> (Linear -> LeakyReLU)* -> Linear -> logit (B,)``."""
+
+    def __init__(self, config: GanConfig) -> None:
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = config.channels * config.height * config.width
+        for hidden in config.dense_discriminator:
+            layers += [nn.Linear(width, hidden), nn.LeakyReLU(config.leaky_slope)]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)  # (B, C, H, W) -> (B,)
+
+
+class ConvGenerator(_Generator):
+    """DCGAN-style generator built for the roll shape directly (no squaring of the image).
+
+    ``z -> Linear -> (B, c0, 11, 25) -> [ConvTranspose 4x4 stride 2 -> BatchNorm -> ReLU] x 3 -> (B, c, 88, 200)
+    -> Conv 3x3 -> sigmoid -> (B, C, 88, 200)``.
+    """
+
+    def __init__(self, config: GanConfig) -> None:
+        super().__init__()
+        self.config = config
+        chans = config.conv_channels
+        h, w = config.seed_shape
+        self.project = nn.Linear(config.latent_dim, chans[0] * h * w)
+        self.seed = nn.Sequential(nn.BatchNorm2d(chans[0]), nn.ReLU())
+        stages: list[nn.Module] = []
+        widths = list(chans) + [chans[-1] // 2 or 1]
+        for cin, cout in zip(widths[:-1], widths[1:]):
+            # kernel 4, stride 2, padding 1: exactly doubles height and width
+            stages += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+        self.upsample = nn.Sequential(*stages)
+        self.to_image = nn.Conv2d(widths[-1], config.channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h, w = self.config.seed_shape
+        x = self.project(z).view(z.shape[0], -1, h, w)  # (B, c0, 11, 25)
+        x = self.upsample(self.seed(x))  # (B, c0/2^k, 88, 200)
+        return torch.sigmoid(self.to_image(x))  # (B, C, 88, 200)
+
+
+class ConvCritic(nn.Module):
+    """DCGAN-style discriminator / WGAN critic: strided convs down to the seed size, then one linear score.
+
+    ``(B, C, 88, 200) -> [Conv 4x4 stride 2 -> norm -> LeakyReLU] x 3 -> (B, c0, 11, 25) -> Linear -> (B,)``.
+    ``norm`` is BatchNorm for ``kind="dcgan"`` (none on the first stage, as in DCGAN) and, for ``"wgan-gp"``,
+    a per-sample layer norm over (channels, rows, columns) (``GroupNorm`` with one group) so that each
+    sample's score, and hence its gradient penalty, depends on that sample alone.
+    """
+
+    def __init__(self, config: GanConfig) -> None:
+        super().__init__()
+        self.config = config
+        widths = [config.channels] + list(reversed(config.conv_channels))
+        stages: list[nn.Module] = []
+        for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
+            stages.append(nn.Conv2d(cin, cout, 4, stride=2, padding=1))  # halves height and width
+            if i > 0:
+                stages.append(nn.BatchNorm2d(cout) if config.kind == "dcgan" else nn.GroupNorm(1, cout))
+            stages.append(nn.LeakyReLU(config.leaky_slope))
+        self.features = nn.Sequential(*stages)
+        h, w = config.seed_shape
+        self.score = nn.Linear(widths[-1] * h * w, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)  # (B, c0, 11, 25)
+        return self.score(f.flatten(1)).squeeze(-1)  # (B,)
+
+
+def build_gan(config: GanConfig) -> tuple[_Generator, nn.Module]:
+    """``(generator, discriminator_or_critic)`` for ``config.kind``."""
+    if config.kind == "gan":
+        return DenseGenerator(config), DenseDiscriminator(config)
+    return ConvGenerator(config), ConvCritic(config)
+
+
+# -- losses ------------------------------------------------------------------------------------------
+
+
+def bce_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """``-(log D(x) + log(1 - D(G(z)))) / 2`` with ``D = sigmoid(logit)``."""
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return (real + fake) / 2
+
+
+def bce_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss ``-log D(G(z))``."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def wasserstein_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """``E[f(G(z))] - E[f(x)]`` (the critic maximises the score gap)."""
+    return fake_scores.mean() - real_scores.mean()
+
+
+def wasserstein_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """``-E[f(G(z))]``."""
+    return -fake_scores.mean()
+
+
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    weight: float = 10.0,
+    eps: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``weight * E[(||grad_x f(x_hat)||_2 - 1)^2]`` at ``x_hat = eps * real + (1 - eps) * fake``.
+
+    Parameters
+    ----------
+    critic : callable
+        ``(B, C, H, W) -> (B,)``; must treat samples independently (no BatchNorm).
+    real, fake : Tensor
+        ``(B, C, H, W)``.
+    weight : float
+        lambda, 10 in the WGAN-GP paper.
+    eps : Tensor, optional
+        ``(B,)`` interpolation weights; drawn from U(0, 1) when omitted.
+    """
+    if eps is None:
+        eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
+    eps = eps.view(-1, *([1] * (real.dim() - 1)))  # (B, 1, 1, 1)
+    x_hat = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+    scores = critic(x_hat)  # (B,)
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)  # (B, C, H, W)
+    norms = grad.flatten(1).norm(2, dim=1)  # (B,)
+    return weight * ((norms - 1) ** 2).mean()
+
+
+#: kind -> (discriminator/critic loss, generator loss, whether to add the gradient penalty)
+LOSSES: dict[str, tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor], bool]] = {
+    "gan": (bce_discriminator_loss, bce_generator_loss, False),
+    "dcgan": (bce_discriminator_loss, bce_generator_loss, False),
+    "wgan-gp": (wasserstein_critic_loss, wasserstein_generator_loss, True),
+}
+
+
+def critic_objective(config: GanConfig, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """The discriminator/critic loss of ``config.kind`` on one batch, penalty included where it applies."""
+    d_loss, _, use_gp = LOSSES[config.kind]
+    loss = d_loss(critic(real), critic(fake.detach()))
+    if use_gp:
+        loss = loss + gradient_penalty(critic, real, fake, weight=config.gp_weight)
+    return loss
+
+
+def generator_objective(config: GanConfig, critic: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+    """The generator loss of ``config.kind`` on generated images ``fake``."""
+    _, g_loss, _ = LOSSES[config.kind]
+    return g_loss(critic(fake))
