@@ -5,6 +5,9 @@ against an independent per-sample autograd computation. CPU only."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,11 +42,29 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These batches are tiny: extra intra-op threads only add synchronisation, and on a busy machine their
+    spin-waiting made this file several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_importing_models_pulls_in_no_orchestration_code():
+    code = (
+        "import sys, models; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'tasks', 'flows')); "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
 def keras_count(module: nn.Module) -> int:
     """Parameters as Keras counts them: one bias vector (4 * hidden) per LSTM direction instead of two."""
-    extra = sum(
-        4 * m.hidden_size * m.num_layers * (2 if m.bidirectional else 1) for m in module.modules() if isinstance(m, nn.LSTM)
-    )
+    lstms = [m for m in module.modules() if isinstance(m, nn.LSTM)]
+    extra = sum(4 * m.hidden_size * m.num_layers * (2 if m.bidirectional else 1) for m in lstms)
     return count_parameters(module) - extra
 
 
@@ -135,6 +156,7 @@ def test_configs_round_trip_through_dicts():
 
 
 @pytest.mark.parametrize("name,encoding", ENTRY_ENCODINGS)
+@torch.no_grad()
 def test_shapes(name, encoding):
     spec = REGISTRY[name]
     config = spec.default_config(encoding)
