@@ -69,7 +69,7 @@ class HilbertParams(BaseModel):
         return HilbertConfig(**self.model_dump())
 
 
-ENCODINGS = ("enc1", "enc2", "enc3", "hilbert")
+ENCODINGS = ("enc1", "enc2", "enc3", "hilbert", "hilbert-guitar")
 
 
 class BuildParams(BaseModel):
@@ -83,7 +83,8 @@ class BuildParams(BaseModel):
     workers: int = Field(2, ge=1, le=256, description="Threads parsing, rendering and writing")
     maestro: MaestroOverrides = MaestroOverrides()
     encodings: list[str] = Field(default_factory=lambda: ["enc1", "enc2", "enc3"],
-                                 description="Image datasets to render: enc1, enc2, enc3, hilbert ([] = tables only)")
+                                 description="Image datasets to render: enc1, enc2, enc3, hilbert, hilbert-guitar "
+                                             "([] = tables only)")
     roll: RollParams = RollParams()
     augment: AugmentParams = AugmentParams()
     hilbert: HilbertParams = HilbertParams()
@@ -113,8 +114,8 @@ async def build_dataset(params: BuildParams = BuildParams()) -> dict:
     datasets = []
     augment = params.augment.config()
     for encoding in params.encodings:
-        roll = None if encoding == "hilbert" else params.roll.config(encoding)
-        hilbert = params.hilbert.config() if encoding == "hilbert" else None
+        roll = None if encoding.startswith("hilbert") else params.roll.config(encoding)
+        hilbert = params.hilbert.config() if encoding.startswith("hilbert") else None
         images = render_images.with_options(result_storage=result_storage())(
             store_uri, name, tables["version"], encoding, roll, hilbert, augment, workers=params.workers)
         publish_images(store_uri, images["name"], images["version"])

@@ -255,7 +255,8 @@ def describe_images(store_uri: str, names: list[str], previews: int = 3) -> list
 
         from tasks.preview import preview_markdown
 
-        md = preview_markdown(store, [n for n in names if not n.endswith(".hilbert")], per_dataset=previews)
+        md = preview_markdown(store, [n for n in names if not n.rsplit(".", 1)[1].startswith("hilbert")],
+                              per_dataset=previews)
         if md:
             create_markdown_artifact(key="image-previews", markdown=md, description="A few windows of each encoding")
     return stats

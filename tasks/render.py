@@ -62,8 +62,11 @@ def code_version() -> str:
 
 
 def encoding_config(encoding: str, roll: RollConfig | None, hilbert: HilbertConfig | None) -> dict:
-    if encoding == "hilbert":
-        return {"encoding": "hilbert", **(hilbert or HilbertConfig()).to_dict()}
+    if encoding.startswith("hilbert"):
+        cfg = hilbert or HilbertConfig()
+        if encoding != "hilbert":  # "hilbert-guitar": the same images of another timbre
+            cfg = HilbertConfig(**{**cfg.to_dict(), "timbre": encoding.split("-", 1)[1]})
+        return {"encoding": "hilbert", **cfg.to_dict()}
     cfg = roll or RollConfig(encoding=encoding)
     return {**cfg.to_dict(), "encoding": encoding}
 
@@ -247,7 +250,7 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
         "kind": "midipix.dataset", "schema_version": SH.SHARDS_SCHEMA_VERSION, "name": name, "version": version,
         "encoding": encoding, "config": config, "augment": augment.to_dict(), "code_version": code,
         "tables": {"name": tables_name, "version": tables_manifest["version"]},
-        "shape": list(image_shape(config)), "dtype": "float16" if encoding == "hilbert" else "uint8",
+        "shape": list(image_shape(config)), "dtype": "float16" if config["encoding"] == "hilbert" else "uint8",
         "shards": shards, "images": int(images_table.num_rows),
         "images_table": {"key": SH.images_key(name, version), "sha256": hashlib.sha256(images_bytes).hexdigest()},
         "bytes": sum(s["bytes"] for s in shards), "raw_bytes": sum(s["raw_bytes"] for s in shards),

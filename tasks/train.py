@@ -185,6 +185,53 @@ def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
+def style_transfer(store: Store, data_uri: str, piano_name: str, model, n: int):
+    """The paper's experiment: guitar-timbre audio through the autoencoder trained on piano.
+
+    Pairs the test windows of ``<tables>.hilbert-guitar`` with the same windows of the piano dataset and
+    measures how far the input and the output are from the piano rendering (MSE on the [0, 1] pixels).
+    Returns ``(metrics, clips)`` or None when no guitar dataset was built.
+    """
+    import torch
+
+    from tasks.loader import ShardDataset
+
+    guitar_name = piano_name.rsplit(".", 1)[0] + ".hilbert-guitar"
+    try:
+        for split in ("test", "validation", None):  # held-out windows first; a tiny corpus may have none
+            guitar = ShardDataset(data_uri, guitar_name, split, batch_size=256, shuffle=False)
+            piano = ShardDataset(data_uri, piano_name, split, batch_size=256, shuffle=False)
+            if guitar.num_images and piano.num_images:
+                break
+    except FileNotFoundError:
+        return None
+
+    def keyed(ds):
+        out = {}
+        for images, meta in ds:
+            for i in range(images.shape[0]):
+                key = (int(meta["piece_id"][i]), int(meta["window_start"][i]), int(meta["transposition"][i]))
+                out[key] = images[i].float()
+        return out
+
+    g, p = keyed(guitar), keyed(piano)
+    keys = sorted(set(g) & set(p))
+    if not keys:
+        return None
+    x = torch.stack([g[k] for k in keys])
+    target = torch.stack([p[k] for k in keys])
+    with torch.no_grad():
+        y = model(x)
+    metrics = {"windows": len(keys), "split": split or "all", "mse_guitar_vs_piano": float(((x - target) ** 2).mean()),
+               "mse_output_vs_piano": float(((y - target) ** 2).mean()),
+               "mse_output_vs_guitar": float(((y - x) ** 2).mean())}
+    clips = []
+    for i in range(min(n, len(keys))):
+        clips += [(f"style-{i:02d}-guitar-in.wav", x[i].numpy()), (f"style-{i:02d}-output.wav", y[i].numpy()),
+                  (f"style-{i:02d}-piano-reference.wav", target[i].numpy())]
+    return metrics, clips
+
+
 def _values_to_state(values: np.ndarray) -> np.ndarray:
     """Predicted column values in [0, 1] (B, T, 88) → state pixels: nearest of 0, ONSET, SUSTAIN."""
     from storage_schemas.encodings import ONSET, SUSTAIN
@@ -266,6 +313,12 @@ def generate(store_uri: str, prefix: str, n: int = 4, seed: int = 0, data_uri: s
                 for tag, img in (("input", x[i].numpy()), ("output", images[i])):
                     put(f"sample-{i:02d}-{tag}.wav", wav_bytes(hilbert_to_audio(img[None], config),
                                                                config["sample_rate"]))
+            report = style_transfer(store, data_uri or store_uri, dataset["name"], nets["model"], n)
+            if report is not None:
+                metrics, clips = report
+                put("style-transfer.json", _json(metrics).encode())
+                for name, img in clips:
+                    put(name, wav_bytes(hilbert_to_audio(img[None], config), config["sample_rate"]))
             return written
         else:
             batch = test_batch()

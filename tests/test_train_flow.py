@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from flows.build import BuildParams, HilbertParams, run_build
@@ -23,7 +25,7 @@ def built(tmp_path_factory):
 
 def test_every_model_trains_generates_and_decodes(tmp_path, built):
     store = built
-    state = run_build(BuildParams(source="generated:4:0.4", store=store, name="tiny", encodings=["enc2", "hilbert"],
+    state = run_build(BuildParams(source="generated:4:0.4", store=store, name="tiny", encodings=["enc2", "hilbert", "hilbert-guitar"],
                                   hilbert=HilbertParams(order=6, sample_rate=8000), previews=0), return_state=True)
     assert state.is_completed(), state.message
     run = TrainOneParams(tables_name="tiny", store=store, epochs=1, batch_size=4, max_steps_per_epoch=2,
@@ -37,7 +39,9 @@ def test_every_model_trains_generates_and_decodes(tmp_path, built):
         assert r["epochs"] == 1 and r["history"][0]["train_loss"] is not None
         suffixes = {k.rsplit(".", 1)[1] for k in r["samples"]}
         if r["model"] == "autoencoder":
-            assert suffixes == {"wav"}
+            assert suffixes == {"wav", "json"}
+            metrics = json.loads(s.read_bytes(f"{r['prefix']}/samples/style-transfer.json"))
+            assert metrics["windows"] > 0 and metrics["mse_guitar_vs_piano"] > 0  # the timbres differ
         else:
             assert "png" in suffixes
         for key in r["samples"]:
