@@ -35,10 +35,12 @@ def result_storage() -> Path:
 
 
 class _Progress:
-    """A Prefect progress artifact updated at most ``steps`` times."""
+    """Progress shown twice: a Prefect progress artifact (the UI) and a log line (the terminal), each
+    updated at most ``steps`` times."""
 
     def __init__(self, description: str, steps: int = 10):
         self.id = create_progress_artifact(progress=0.0, description=description)
+        self.description = description
         self.steps = steps
         self.last = -1
 
@@ -49,6 +51,7 @@ class _Progress:
         if step != self.last:
             self.last = step
             update_progress_artifact(self.id, progress=100.0 * done / total)
+            get_run_logger().info("%s: %3.0f %% (%s of %s)", self.description, 100.0 * done / total, done, total)
 
 
 def _transient(task, task_run, state) -> bool:
