@@ -85,6 +85,8 @@ class ShardDataset(_torch_iterable_base()):
         (:meth:`set_epoch`); off, the order is the manifest's.
     version
         A dataset version; default the published one (resolved once, here).
+    prefetch
+        Shards read and decoded ahead in a background thread.
 
     Each DataLoader worker reads a disjoint subset of the shards (shard ``i`` goes to worker
     ``i mod num_workers`` after the epoch's shuffle), so an epoch yields every image exactly once. Batches
@@ -93,7 +95,8 @@ class ShardDataset(_torch_iterable_base()):
     """
 
     def __init__(self, store_uri: str, name: str, split: str | None = "train", batch_size: int = 256,
-                 shuffle: bool = True, seed: int = 0, version: str | None = None, drop_last: bool = False):
+                 shuffle: bool = True, seed: int = 0, version: str | None = None, drop_last: bool = False,
+                 prefetch: int = 1):
         super().__init__()
         self.store_uri = store_uri
         self.name = name
@@ -102,6 +105,7 @@ class ShardDataset(_torch_iterable_base()):
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
+        self.prefetch = max(1, prefetch)
         self.epoch = 0
         self.manifest = read_dataset_manifest(Store(store_uri), name, version)
         self.shards = [s for s in self.manifest["shards"] if split is None or s["split"] == split]
@@ -127,28 +131,41 @@ class ShardDataset(_torch_iterable_base()):
             raise ValueError(f"shard {shard['sha256']} of {self.name} in {store.uri} does not match its manifest")
         return data
 
+    def _load(self, store: Store, shard: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One shard decoded (and shuffled) into ``(images, meta)``."""
+        batches = list(iter_batches(self._read(store, shard)))
+        images = np.concatenate([b[0] for b in batches]) if len(batches) > 1 else batches[0][0]
+        meta = {k: np.concatenate([b[1][k] for b in batches]) for k in batches[0][1]}
+        if self.shuffle:
+            perm = np.random.default_rng([self.seed, self.epoch, int(shard["sha256"][:8], 16)]).permutation(
+                images.shape[0])
+            images = images[perm]
+            meta = {k: v[perm] for k, v in meta.items()}
+        return images, meta
+
     def __iter__(self) -> Iterator[tuple]:
         import torch
+        from concurrent.futures import ThreadPoolExecutor
 
         store = Store(self.store_uri)
         pending_img: list[np.ndarray] = []
         pending_meta: list[dict] = []
         pending = 0
-        for shard in self._my_shards():
-            batches = list(iter_batches(self._read(store, shard)))
-            images = np.concatenate([b[0] for b in batches]) if len(batches) > 1 else batches[0][0]
-            meta = {k: np.concatenate([b[1][k] for b in batches]) for k in batches[0][1]}
-            if self.shuffle:
-                perm = np.random.default_rng([self.seed, self.epoch, int(shard["sha256"][:8], 16)]).permutation(
-                    images.shape[0])
-                images = images[perm]
-                meta = {k: v[perm] for k, v in meta.items()}
-            pending_img.append(images)
-            pending_meta.append(meta)
-            pending += images.shape[0]
-            while pending >= self.batch_size:
-                yield self._emit(torch, pending_img, pending_meta, self.batch_size)
-                pending -= self.batch_size
+        shards = self._my_shards()
+        # the next shard is read and decoded in a background thread while this one is consumed, so a
+        # training step never waits for a whole shard at a shard boundary (zstd and copies release the GIL)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            ahead = [pool.submit(self._load, store, s) for s in shards[:self.prefetch]]
+            for i in range(len(shards)):
+                images, meta = ahead.pop(0).result()
+                if i + self.prefetch < len(shards):
+                    ahead.append(pool.submit(self._load, store, shards[i + self.prefetch]))
+                pending_img.append(images)
+                pending_meta.append(meta)
+                pending += images.shape[0]
+                while pending >= self.batch_size:
+                    yield self._emit(torch, pending_img, pending_meta, self.batch_size)
+                    pending -= self.batch_size
         if pending and not self.drop_last:
             yield self._emit(torch, pending_img, pending_meta, pending)
 
