@@ -7,7 +7,6 @@ import io
 
 import numpy as np
 
-from storage_schemas import shards as SH
 from storage_schemas.encodings import ONSET, SUSTAIN
 from tasks.store import Store
 
