@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from prefect import flow
+from prefect.utilities.annotations import quote
 from pydantic import BaseModel, Field, field_validator
 
 from tasks.pipeline import (describe_images, fetch_source, midi_to_tables, publish_images,
@@ -106,8 +107,9 @@ async def build_dataset(params: BuildParams = BuildParams()) -> dict:
     store_uri = Store(params.store or get_settings().store).uri
     source, files, read_errors = fetch_source(params.source, params.maestro.model_dump())
     name = params.name or source.default_name
+    # quote(): thousands of file records need no walk through Prefect's parameter resolution
     tables = midi_to_tables.with_options(result_storage=result_storage())(
-        store_uri, name, files, read_errors, source.metadata_uri, params.split,
+        store_uri, name, quote(files), read_errors, source.metadata_uri, params.split,
         strict=params.strict, workers=params.workers)
     publish_tables(store_uri, name, tables["version"])
     summary = summarize_tables(store_uri, name)

@@ -170,13 +170,31 @@ def fingerprint(source: ResolvedSource, workers: int = 4) -> tuple[list[SourceFi
             fresh[os.path.abspath(uri)] = [st.st_size, st.st_mtime_ns, sha]
         return SourceFile(uri=uri, relpath=rel, size=len(data), sha256=sha), None
 
-    files, errors = [], []
+    def cached(item):
+        uri, rel = item
+        if "://" in uri:
+            return None
+        try:
+            st = os.stat(uri)
+        except OSError:
+            return None
+        hit = cache.get(os.path.abspath(uri))
+        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return SourceFile(uri=uri, relpath=rel, size=st.st_size, sha256=hit[2])
+        return None
+
+    # cache hits cost a stat each: no thread pool for them, only for the files that must be read
+    known = [cached(item) for item in source.files] if cache else [None] * len(source.files)
+    todo = [item for item, hit in zip(source.files, known) if hit is None]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for f, err in pool.map(one, source.files, chunksize=16):
-            if f is not None:
-                files.append(f)
-            else:
-                errors.append(err)
+        read = iter(list(pool.map(one, todo)))
+    files, errors = [], []
+    for hit in known:
+        f, err = (hit, None) if hit is not None else next(read)
+        if f is not None:
+            files.append(f)
+        else:
+            errors.append(err)
     if fresh:
         cache.update(fresh)
         _save_fingerprint_cache(cache)
