@@ -114,8 +114,15 @@ def test_served_deployment_runs_from_the_api_with_form_parameters(prefect_server
         assert "BuildParams" in json.dumps(schema)
         store = str(tmp_path / "store")
         params = {"params": {"source": "generated:2:0.1", "store": store, "name": "from-ui"}}
-        run = httpx.post(f"{prefect_server}/deployments/{dep['id']}/create_flow_run",
-                         json={"parameters": params}, timeout=10).json()
+        _wait(lambda: httpx.get(f"{prefect_server}/deployments/name/train-model/train-model", timeout=5).status_code
+              == 200, 90, "the train-model deployment", serve)
+
+        def create():  # the server answers 503 while it is busy with the runner's registrations: retry
+            r = httpx.post(f"{prefect_server}/deployments/{dep['id']}/create_flow_run",
+                           json={"parameters": params}, timeout=10)
+            return r.json() if r.status_code < 300 else None
+
+        run = _wait(create, 60, "a flow run of the deployment", serve)
 
         def finished():
             r = httpx.get(f"{prefect_server}/flow_runs/{run['id']}", timeout=5).json()
@@ -124,6 +131,20 @@ def test_served_deployment_runs_from_the_api_with_form_parameters(prefect_server
         final = _wait(finished, 120, "the deployment's flow run", serve)
         assert final["state"]["type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
         assert (Path(store) / "tables" / "from-ui" / "CURRENT").is_file()
+        assert (Path(store) / "datasets" / "from-ui.enc2" / "CURRENT").is_file()
+
+        # the training grid submits its runs to the served train-model deployment (as to a GPU pool)
+        cmd = [str(BIN / "midipix"), "train", "--model", "lstm,seq2seq", "--encoding", "enc2", "--tables", "from-ui",
+               "--store", store, "--epochs", "1", "--max-steps", "2", "--batch-size", "8", "--samples", "1",
+               "--deployment", "train-model/train-model", "--concurrency", "2", "--json"]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs = json.loads(out.stdout)
+        assert sorted(r["model"] for r in runs) == ["lstm", "seq2seq"]
+        assert all(r["state"] == "Completed" for r in runs), runs
+        trained = sorted(p.name.split("-enc2-")[0] for p in (Path(store) / "models").iterdir())
+        assert trained == ["lstm", "seq2seq"]
+        assert all(any((p / "samples").iterdir()) for p in (Path(store) / "models").iterdir())
     finally:
         serve.terminate()
         try:
