@@ -111,7 +111,7 @@ def train_model(store_uri: str, request: TrainRequest, data_uri: str | None = No
     """
     from models.modules import make_train_module
     from models.registry import count_parameters, get_spec
-    from models.trainer import Callback, Trainer, seed_everything
+    from models.trainer import Callback, Trainer, rebuild_meta, seed_everything
     from tasks.loader import ShardDataset, read_dataset_manifest
 
     store = Store(store_uri)
@@ -129,9 +129,13 @@ def train_model(store_uri: str, request: TrainRequest, data_uri: str | None = No
     seed_everything(request.seed)  # before the networks are built: their initial weights follow the seed
     module, nets = make_train_module(spec, model_config)
 
-    class _Epochs(Callback):
+    class _Epochs(Callback):  # the shard shuffle follows the trainer's epoch (1-based)
         def on_epoch_end(self, trainer, epoch, metrics):
             train.set_epoch(epoch + 1)
+
+    checkpoints = StoreCheckpoints(store, prefix)
+    last = checkpoints.load("last")
+    train.set_epoch(rebuild_meta(last).epoch + 1 if last is not None else 1)  # a resumed run shuffles on
 
     meta = {"run": run, "model": request.model, "family": spec.family, "encoding": request.encoding,
             "model_config": model_config.to_dict(),
@@ -139,7 +143,7 @@ def train_model(store_uri: str, request: TrainRequest, data_uri: str | None = No
             "dataset": {"name": request.dataset, "version": manifest["version"], "config": manifest["config"]},
             "parameters": count_parameters(tuple(nets.values()))}
     trainer = Trainer(module, train_config(request), train, val if val.num_images else None,
-                      StoreCheckpoints(store, prefix), run_meta=meta, callbacks=(_Epochs(), *callbacks))
+                      checkpoints, run_meta=meta, callbacks=(_Epochs(), *callbacks))
     t0 = time.perf_counter()
     result = trainer.fit()
     history = [dict(h) for h in result.history]

@@ -60,3 +60,32 @@ def test_rerun_resumes_from_the_last_checkpoint(tmp_path, built):
     assert again["history"] == first["history"]
     longer = run_train_one(params.model_copy(update={"epochs": 3}))
     assert longer["run"] != first["run"]  # a different request is a different run
+
+
+def test_a_killed_training_resumes_from_its_checkpoint_in_the_store(tmp_path, built):
+    from models.trainer import Callback, load_checkpoint
+    from tasks.train import StoreCheckpoints, TrainRequest, train_model
+
+    store = built
+    run_build(BuildParams(source="generated:4:0.4", store=store, name="tiny", encodings=["enc2"], previews=0))
+    request = TrainRequest(model="seq2seq", encoding="enc2", tables_name="tiny", epochs=3, batch_size=4,
+                           max_steps_per_epoch=2, seed=5)
+
+    class Crash(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            if epoch == 1:
+                raise RuntimeError("killed after epoch 1")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        train_model(store, request, callbacks=(Crash(),))
+    resumed = train_model(store, request)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    ck = load_checkpoint(StoreCheckpoints(Store(store), resumed["prefix"]).load("last"))
+    assert ck["epoch"] == 3 and ck["run_meta"]["dataset"]["name"] == "tiny.enc2"
+    # an uninterrupted run of the same request, elsewhere, ends with the same weights (CPU, seeded)
+    other = str(tmp_path / "other")
+    run_build(BuildParams(source="generated:4:0.4", store=other, name="tiny", encodings=["enc2"], previews=0))
+    straight = train_model(other, request)
+    ck2 = load_checkpoint(StoreCheckpoints(Store(other), straight["prefix"]).load("last"))
+    for name, state in ck["modules"]["model"].items():
+        assert (state == ck2["modules"]["model"][name]).all(), name
