@@ -55,14 +55,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchlib as B  # noqa: E402
+import benchlib as B
 
 ROOT = B.ROOT
-from tasks.settings import apply_prefect_defaults  # noqa: E402
+from tasks.settings import apply_prefect_defaults
 
 apply_prefect_defaults()
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ENCODINGS = ("enc1", "enc2", "enc3")
 TARGETS = {
@@ -499,15 +499,21 @@ def bench_hilbert(batch: int, order: int, repeats: int, rec_blocks: int) -> dict
         rec_dec = (time.perf_counter() - t) / rec_blocks
         assert np.array_equal(rec_back, samples[rec_blocks - 1])
         inv = hilbert_inverse_index(order)
-        figs = {}
-        for label, fn in (
-            ("to_hilbert", lambda: to_hilbert(samples, order, out=images)),
-            ("from_hilbert", lambda: from_hilbert(images, order, out=back)),
-            ("to_hilbert_alloc", lambda: to_hilbert(samples, order)),
-            ("numpy_take", lambda: np.take(samples, inv, axis=1, out=copy_dst)),
-            ("np.copyto", lambda: np.copyto(copy_dst, samples)),
-        ):
-            figs[label] = B.timed(fn, repeats)[0]
+        fns = {
+            "to_hilbert": lambda s=samples, i=images: to_hilbert(s, order, out=i),
+            "from_hilbert": lambda i=images, b=back: from_hilbert(i, order, out=b),
+            "to_hilbert_alloc": lambda s=samples: to_hilbert(s, order),
+            "numpy_take": lambda s=samples, d=copy_dst, ix=inv: np.take(s, ix, axis=1, out=d),
+            "np.copyto": lambda s=samples, d=copy_dst: np.copyto(d, s),
+        }
+        times = defaultdict(list)
+        for _ in range(repeats):  # interleaved rounds: a change in machine load hits every contender alike
+            for label, fn in fns.items():
+                t = time.perf_counter()
+                fn()
+                times[label].append(time.perf_counter() - t)
+        figs = {label: statistics.median(ts) for label, ts in times.items()}
+        figs["runs_s"] = dict(times)
         figs["recursive_encode_per_block_s"] = rec_enc
         figs["recursive_decode_per_block_s"] = rec_dec
         figs["bytes"] = int(samples.nbytes)
@@ -580,12 +586,12 @@ def main() -> None:
             for th in (2, 1):
                 if th == 1 and enc != "enc2":
                     continue
-                med, runs = B.timed(lambda: render_all(pieces, cols, enc, th), R_)
+                med, runs = B.timed(lambda e=enc, t=th: render_all(pieces, cols, e, t), R_)
                 full["bare"][f"{enc}_t{th}"] = {"s": med, "runs_s": runs}
                 print(f"  {enc} {th} thread(s): {med:.2f} s", flush=True)
         groups = B.shard_groups(pieces)
         for enc in ENCODINGS:
-            med, runs = B.timed(lambda: render_kept(groups, cols, enc, 2), R_)
+            med, runs = B.timed(lambda e=enc: render_kept(groups, cols, e, 2), R_)
             full["bare"][f"{enc}_kept_t2"] = {"s": med, "runs_s": runs}
             print(f"  {enc} outputs kept per shard + concatenate, 2 threads: {med:.2f} s", flush=True)
         print("full: build_image_dataset per encoding (fresh local store) ...", flush=True)
@@ -664,7 +670,7 @@ def main() -> None:
             res["full"]["build"][enc].pop("manifest", None)
 
     if "hilbert" in sections:
-        h = bench_hilbert(args.hilbert_batch, 8, max(R_, 7), args.hilbert_recursive_blocks)
+        h = bench_hilbert(args.hilbert_batch, 8, max(R_, 15), args.hilbert_recursive_blocks)
         res["hilbert"] = h
         for dt in ("float16", "float32"):
             f = h[dt]

@@ -5,8 +5,8 @@ pointer ``tables/<name>/CURRENT`` names it, and the pointer is written after eve
 
     tables/<name>/CURRENT                                   {"version": ..., "manifest_sha256": ...}
     tables/<name>/<version>/_manifest.json                  files, sizes, sha256, row counts, params
-    tables/<name>/<version>/<table>/split=<split>/part-<i>.parquet  pieces, notes, controls, tempos
-    tables/<name>/<version>/rejects/part-0.parquet
+    tables/<name>/<version>/<table>/split=<split>/part-00000.parquet  pieces, notes, controls, tempos
+    tables/<name>/<version>/rejects/part-00000.parquet
 
 Plain pyarrow or pandas read a table without midipix code: ``pd.read_parquet(".../<version>/notes")``
 (the ``split`` column comes back from the hive-style folder names).
@@ -124,8 +124,9 @@ def manifest_key(name: str, version: str) -> str:
 def table_file_key(name: str, version: str, table: str, split: str | None, part: int = 0) -> str:
     """Key of one Parquet file; ``split`` is None for the unpartitioned ``rejects`` table."""
     if split is None:
-        return f"tables/{name}/{version}/{table}/part-{part}.parquet"
-    return f"tables/{name}/{version}/{table}/split={split}/part-{part}.parquet"
+        return f"tables/{name}/{version}/{table}/part-{part:05d}.parquet"
+    # zero-padded: readers that list a folder in name order (pandas, pyarrow) get the rows in order
+    return f"tables/{name}/{version}/{table}/split={split}/part-{part:05d}.parquet"
 
 
 def piece_id_from_sha256(sha256_hex: str) -> int:

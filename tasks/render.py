@@ -126,10 +126,11 @@ def _load_notes(store: Store, tables_manifest: dict) -> tuple[pa.Table, dict[int
     parts = [pq.read_table(io.BytesIO(store.read_bytes(rec["key"])), columns=NOTE_COLUMNS)
              for rec in T.table_files(tables_manifest, "notes")]
     notes = pa.concat_tables(parts)
-    pid = notes.column("piece_id").to_numpy()
-    order = np.argsort(pid, kind="stable")  # splits are separate files: group rows by piece
-    notes = notes.take(pa.array(order))
-    pid = pid[order]
+    pid = notes.column("piece_id").to_numpy()  # each piece's rows are contiguous (one split, in order)
+    if pid.shape[0] and np.count_nonzero(np.diff(pid)) + 1 != np.unique(pid).shape[0]:
+        order = np.argsort(pid, kind="stable")  # not grouped (a table written otherwise): group it
+        notes = notes.take(pa.array(order))
+        pid = pid[order]
     bounds = np.flatnonzero(np.diff(pid)) + 1
     starts = np.concatenate(([0], bounds))
     stops = np.concatenate((bounds, [pid.shape[0]]))

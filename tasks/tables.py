@@ -344,13 +344,14 @@ def write_table_set(store: Store, name: str, version: str, result: BuildResult, 
         data = _parquet_bytes(tbl)
         key = S.table_file_key(name, version, t, s, part)
         store.write_bytes(key, data)
-        return t, s, {"key": key, "rows": tbl.num_rows, "bytes": len(data),
-                      "sha256": hashlib.sha256(data).hexdigest()}
+        return t, s, part, {"key": key, "rows": tbl.num_rows, "bytes": len(data),
+                            "sha256": hashlib.sha256(data).hexdigest()}
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        written = sorted(pool.map(write, jobs), key=lambda r: r[2]["key"])
+        # listed in row order: part 2 before part 10
+        written = sorted(pool.map(write, jobs), key=lambda r: (r[0], r[1] or "", r[2]))
     files: dict[str, dict] = {}
-    for t, s, rec in written:
+    for t, s, _, rec in written:
         files.setdefault(t, {}).setdefault(s or "all", []).append(rec)
     manifest = {
         "kind": "midipix.tables", "schema_version": S.TABLES_SCHEMA_VERSION, "name": name, "version": version,

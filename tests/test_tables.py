@@ -183,13 +183,14 @@ def test_publish_is_compare_and_swap_and_manifest_is_verified(tmp_path, corpus):
 
 
 def test_big_tables_are_written_as_parts_that_plain_pandas_reads_as_one(tmp_path, corpus, monkeypatch):
-    monkeypatch.setattr(T, "PART_ROWS", 100)
+    monkeypatch.setattr(T, "PART_ROWS", 40)  # more than 10 parts: listed as 0, 1, 2 … 10, not 0, 1, 10, 2
     store = Store(str(tmp_path / "store"))
     result = _build(corpus)
     version = _write_publish(store, "c", corpus, result)
     manifest = T.read_manifest(store, "c")
     train = T.table_files(manifest, "notes", "train")
-    assert len(train) > 1 and all(r["rows"] <= 100 for r in train)
+    assert len(train) > 10 and all(r["rows"] <= 40 for r in train)
+    assert [int(r["key"].rsplit("part-", 1)[1].split(".")[0]) for r in train] == list(range(len(train)))
     notes = pd.read_parquet(tmp_path / "store" / S.version_root("c", version) / "notes")
     want = sum(t.num_rows for t in result.tables["notes"].values())
     assert len(notes) == want == manifest["rows"]["notes"]
