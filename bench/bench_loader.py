@@ -41,10 +41,10 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchlib as B  # noqa: E402
+import benchlib as B
 
 ROOT = B.ROOT
-from tasks.settings import apply_prefect_defaults  # noqa: E402
+from tasks.settings import apply_prefect_defaults
 
 apply_prefect_defaults()
 
@@ -295,7 +295,7 @@ def main() -> None:
     n_train = sum(s["rows"] for s in train)
     print(f"  {name}: {manifest['images']} images, {n_train} in train ({len(train)} shards, "
           f"{sum(s['bytes'] for s in train) / 1e6:.0f} MB compressed); "
-          f"{'built in %.1f s' % build_s if build_s else 'reused'}", flush=True)
+          f"{f'built in {build_s:.1f} s' if build_s else 'reused'}", flush=True)
 
     load_start = B.wait_quiet(args.wait_quiet) if args.wait_quiet > 0 else os.getloadavg()[0]
     print(f"  load average before timing: {load_start:.2f}", flush=True)
