@@ -49,6 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tasks.settings import apply_prefect_defaults  # noqa: E402
+from benchlib import timed, wait_quiet  # noqa: E402
 
 apply_prefect_defaults()  # before anything can import prefect
 
@@ -283,16 +284,6 @@ def kernel_split(blobs: list[bytes]) -> dict:
     return spent
 
 
-def wait_quiet(max_wait: float, threshold: float) -> float:
-    """Wait (up to ``max_wait`` s) until the 1-minute load average drops below ``threshold``; return it."""
-    deadline = time.monotonic() + max_wait
-    load = os.getloadavg()[0]
-    while load >= threshold and time.monotonic() < deadline:
-        time.sleep(5)
-        load = os.getloadavg()[0]
-    return load
-
-
 def profile_ours(source, out_dir: Path, top: int = 25) -> str:
     """cProfile of one single-threaded run of ours; returns the top functions by own time."""
     import cProfile
@@ -418,15 +409,6 @@ def bench_flow(corpus: Path, out: Path, workers: int) -> dict:
 # --------------------------------------------------------------------------------------------------
 # driver
 # --------------------------------------------------------------------------------------------------
-
-def timed(fn, repeats: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), times
-
 
 def verdict(key: str, value: float) -> str:
     op, thr = TARGETS[key]
