@@ -1,10 +1,11 @@
 """Thin Prefect tasks around the pure pipeline steps.
 
-Caching: ``midi_to_tables`` is keyed by the content hashes of its inputs, its parameters and the code
-version (``tables.version_id``), persisted as a small JSON result under the local cache, so a rerun
-with nothing changed shows the task as *Cached* in the Prefect UI. Before trusting a cache hit the
-key function checks that the table set still exists in the store; if it does not, the key changes
-and the task runs again. Heavy imports happen inside the tasks.
+Caching: ``midi_to_tables`` and ``render_images`` are keyed by the content hashes of their inputs,
+their parameters and the code version (``tables.version_id``, ``render.dataset_version``), persisted
+as small JSON results under the local cache, so a rerun with nothing changed shows them as *Cached* in
+the Prefect UI. Before trusting a cache hit the key function checks that the artifact still exists in
+the store; if it does not, the stale record is dropped and the task runs again. Heavy imports happen
+inside the tasks.
 """
 
 from __future__ import annotations
