@@ -48,20 +48,12 @@ from tasks.settings import apply_prefect_defaults  # noqa: E402
 
 apply_prefect_defaults()  # before anything can import prefect
 
+from benchlib import wait_quiet  # noqa: E402
+
 TABLES_NAME = "trainbench"
 TARGET_WAIT_SHARE = 0.05
 ENCODINGS = ("enc2", "hilbert")
 HILBERT_ORDER = 8
-
-
-def wait_quiet(max_wait: float, threshold: float = 0.5) -> float:
-    """Wait (up to ``max_wait`` s) until the 1-minute load average drops below ``threshold``; return it."""
-    deadline = time.monotonic() + max_wait
-    load = os.getloadavg()[0]
-    while load >= threshold and time.monotonic() < deadline:
-        time.sleep(5)
-        load = os.getloadavg()[0]
-    return load
 
 
 # --------------------------------------------------------------------------------------------------
