@@ -248,46 +248,71 @@ def _owned_stops(pitch, start, stop):
 
 
 @numba.njit(cache=True, nogil=True)
+def _paint_note(flat, run_end, w0, p, r, s, e, vel, prog, hop, n_win, cols, wsize, plane, colour):
+    """Draw one note (pitch ``p``, row ``r``, columns ``s .. e-1``) into every window holding part of it.
+
+    Notes arrive in order of start column. ``run_end[p]`` is where the stretch drawn so far for the
+    pitch ends: a note starting inside it extends to its end and overwrites the earlier note's tail
+    from its own onset on, which is what cutting the earlier note there would draw (see "Same-pitch
+    overlaps"). ``w0`` is the first window that can hold column ``s``; it only moves forward, so no
+    division per note. Zero values are not written outside overlaps (``out`` starts zero-filled).
+    Returns the new ``w0``.
+    """
+    overlap = run_end[p] > s
+    if overlap and run_end[p] > e:
+        e = run_end[p]
+    run_end[p] = e
+    while w0 * hop + cols <= s:
+        w0 += 1
+    w = w0
+    ws = w * hop
+    v8 = np.uint8(vel)
+    g8 = np.uint8(prog)
+    with_vel = colour and (vel != 0 or overlap)
+    with_prog = colour and (prog != 0 or overlap)
+    base = np.uint64(w) * wsize + np.uint64(r * cols)  # flat indices are unsigned: no wrap-around
+    while ws < e and w < n_win:
+        ua = base + np.uint64((s if s > ws else ws) - ws)  # window columns a .. b-1, never empty
+        ub = base + np.uint64((e if e < ws + cols else ws + cols) - ws)
+        k0 = ua
+        if s >= ws:
+            flat[ua] = ONSET
+            k0 = ua + np.uint64(1)
+        for k in range(k0, ub):
+            flat[k] = SUSTAIN
+        if with_vel:
+            for k in range(ua + plane, ub + plane):
+                flat[k] = v8
+        if with_prog:
+            for k in range(ua + plane + plane, ub + plane + plane):
+                flat[k] = g8
+        w += 1
+        ws += hop
+        base += wsize
+    return w0
+
+
+@numba.njit(cache=True, nogil=True)
 def _paint_spans(pitch, velocity, program, start, stop, pitch_lo, hop, out, colour):
     n_win, channels, rows, cols = out.shape
-    flat = out.reshape(-1)  # flat indices are unsigned: no negative-index wrap-around in the loops
+    flat = out.reshape(-1)
     plane = np.uint64(rows * cols)
-    eff = _owned_stops(pitch, start, stop)
+    wsize = np.uint64(channels * rows * cols)
+    run_end = np.zeros(256, np.int64)  # per pitch: where the stretch drawn so far ends
     skipped = 0
+    w0 = 0
     for i in range(pitch.shape[0]):
-        r = np.int64(pitch[i]) - pitch_lo
+        p = np.int64(pitch[i])
+        r = p - pitch_lo
         if r < 0 or r >= rows:
             skipped += 1
             continue
         s = start[i]
-        e = eff[i]
+        e = stop[i]
         if e <= s:
             continue
-        w = (s - cols) // hop + 1  # first window with ws + cols > s
-        if w < 0:
-            w = 0
-        ws = w * hop
-        vel = velocity[i]
-        prog = program[i]
-        while ws < e and w < n_win:
-            a = (s if s > ws else ws) - ws  # window columns a .. b-1 (never empty: hop <= cols)
-            b = (e if e < ws + cols else ws + cols) - ws
-            base = np.uint64((w * channels * rows + r) * cols)
-            ua = base + np.uint64(a)
-            ub = base + np.uint64(b)
-            k0 = ua
-            if s >= ws:
-                flat[ua] = ONSET
-                k0 = ua + np.uint64(1)
-            for k in range(k0, ub):
-                flat[k] = SUSTAIN
-            if colour:
-                for k in range(ua + plane, ub + plane):
-                    flat[k] = vel
-                for k in range(ua + plane + plane, ub + plane + plane):
-                    flat[k] = prog
-            w += 1
-            ws += hop
+        w0 = _paint_note(flat, run_end, w0, p, r, s, e, velocity[i], program[i], hop, n_win, cols, wsize, plane,
+                         colour)
     return skipped
 
 
@@ -296,8 +321,7 @@ def render_enc2_kernel(pitch, velocity, program, start, stop, pitch_lo, hop, out
     """Draw enc2 into ``out`` (W, 3, rows, columns), window ``w`` starting at column ``w * hop``.
 
     ``pitch``/``velocity``/``program`` uint8, ``start``/``stop`` int64 sorted by ``start``; ``out``
-    C-contiguous and zero. Every pixel is written at most once. Returns the number of notes outside
-    ``pitch_lo .. pitch_lo + rows - 1``.
+    C-contiguous and zero. Returns the number of notes outside ``pitch_lo .. pitch_lo + rows - 1``.
     """
     return _paint_spans(pitch, velocity, program, start, stop, pitch_lo, hop, out, True)
 
@@ -510,28 +534,77 @@ def render_windows(out, pitch, velocity, program, start, stop, cfg: RollConfig, 
 
 
 @numba.njit(cache=True, nogil=True)
+def _column_of(t, fs, pretty):
+    if pretty:
+        return np.int64(t * fs)  # truncation, as int() in pretty_midi
+    return np.int64(np.floor(t * fs + GRID_EPS))
+
+
+@numba.njit(cache=True, nogil=True)
+def _piece_end(onset, offset, fs, pretty):
+    """Largest stop column (>= 0) of notes sorted by onset, from the latest offset and the last onset
+    (stops are monotone in the offset, and at least ``start + 1`` in the midipix convention)."""
+    n = onset.shape[0]
+    if n == 0:
+        return np.int64(0)
+    latest = offset[0]
+    for i in range(1, n):
+        if offset[i] > latest:
+            latest = offset[i]
+    end = _column_of(latest, fs, pretty)
+    if not pretty:
+        end = max(end, _column_of(onset[n - 1], fs, pretty) + 1)
+    return max(end, np.int64(0))
+
+
+@numba.njit(cache=True, nogil=True)
 def _render_piece_kernel(onset, offset, pitch, velocity, program, tempo, res, pretty, channels, pitch_lo, rows,
                          cols, hop, n_columns):
     """:func:`to_windows` in one call for the common case: columns, checks, allocation and drawing.
 
-    Returns ``(out, n_columns, skipped, ok)``; ``ok`` is False (and nothing is drawn) when the notes are
-    not sorted by start column or a MIDI value lies outside 0..127, for the caller to handle.
+    Returns ``(out, n_columns, skipped, ok)``; ``ok`` is False (and ``out`` is to be discarded) when the
+    notes are not sorted by start column or a MIDI value lies outside 0..127, for the caller to handle.
+    enc2/enc3 take one pass over the notes (seconds to columns, checks and drawing together).
     """
-    start, stop, end, ordered = _columns_kernel(onset, offset, res, pretty)
+    fs = 1.0 / res
     if n_columns < 0:
-        n_columns = end
+        n_columns = _piece_end(onset, offset, fs, pretty)
     n_win = 1 if n_columns <= cols else 1 + (n_columns - cols + hop - 1) // hop
-    lo, hi = _value_range(pitch, velocity, program)
-    if not ordered or lo < 0 or hi > 127:
-        return np.zeros((0, channels, rows, cols), np.uint8), n_columns, 0, False
     out = np.zeros((n_win, channels, rows, cols), np.uint8)  # (W, C, rows, columns)
-    p = pitch.astype(np.uint8)
-    v = velocity.astype(np.uint8)
-    g = program.astype(np.uint8)
     if channels == 4:
-        skipped = render_enc1_kernel(p, v, g, tempo, start, stop, pitch_lo, hop, out)
-    else:
-        skipped = _paint_spans(p, v, g, start, stop, pitch_lo, hop, out, channels == 3)
+        start, stop, _, ordered = _columns_kernel(onset, offset, res, pretty)
+        lo, hi = _value_range(pitch, velocity, program)
+        if not ordered or lo < 0 or hi > 127:
+            return out, n_columns, 0, False
+        skipped = render_enc1_kernel(pitch.astype(np.uint8), velocity.astype(np.uint8), program.astype(np.uint8),
+                                     tempo, start, stop, pitch_lo, hop, out)
+        return out, n_columns, skipped, True
+    flat = out.reshape(-1)
+    plane = np.uint64(rows * cols)
+    wsize = np.uint64(channels * rows * cols)
+    run_end = np.zeros(256, np.int64)
+    colour = channels == 3
+    skipped = 0
+    w0 = 0
+    previous = np.int64(-(2 ** 62))
+    for i in range(onset.shape[0]):
+        s = _column_of(onset[i], fs, pretty)
+        e = _column_of(offset[i], fs, pretty)
+        if not pretty and e <= s:
+            e = s + 1
+        p = np.int64(pitch[i])
+        vel = np.int64(velocity[i])
+        prog = np.int64(program[i])
+        if s < previous or p < 0 or p > 127 or vel < 0 or vel > 127 or prog < 0 or prog > 127:
+            return out, n_columns, skipped, False
+        previous = s
+        r = p - pitch_lo
+        if r < 0 or r >= rows:
+            skipped += 1
+            continue
+        if e <= s:
+            continue
+        w0 = _paint_note(flat, run_end, w0, p, r, s, e, vel, prog, hop, n_win, cols, wsize, plane, colour)
     return out, n_columns, skipped, True
 
 
@@ -596,7 +669,8 @@ def to_windows(
         onset, offset, pitch, velocity, program, tempo, cfg.resolution_s, pretty, cfg.channels, cfg.pitch_lo,
         cfg.rows, cfg.columns, cfg.hop_columns, -1 if n_columns is None else int(n_columns))
     if not ok:  # unsorted notes, or values to reject: the general path sorts or raises
-        start, stop, _, ordered = _columns_kernel(onset, offset, cfg.resolution_s, pretty)
+        start, stop, end, ordered = _columns_kernel(onset, offset, cfg.resolution_s, pretty)
+        n_cols = int(end) if n_columns is None else int(n_columns)
         out = np.zeros((_n_windows(n_cols, cfg),) + cfg.shape, np.uint8)
         skipped = _render(out, pitch, velocity, program, start, stop, ordered, cfg, tempo_bpm)
     starts = np.arange(out.shape[0], dtype=np.int64) * cfg.hop_columns

@@ -209,6 +209,41 @@ def test_render_windows_sorts_unsorted_notes_stably(case, seed):
     assert np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("convention", ["midipix", "pretty_midi"])
+@SETTINGS
+@given(case=kernel_case(), shuffle=st.booleans(), given_length=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_to_windows_matches_reference_from_seconds(encoding, convention, case, shuffle, given_length, seed):
+    """``to_windows`` (seconds -> columns, checks and drawing in one pass for enc2/enc3) draws what the
+    plain twin draws from :func:`note_columns`, sorted or not, with or without a given length."""
+    n_win, rows, cols = case["shape"]
+    rng = np.random.default_rng(seed)
+    n = len(case["start"])
+    # seconds on and off the grid (up to 0.9 column late), lengths from the case (some <= 0)
+    onset = (case["start"] + rng.choice([0.0, 0.3, 0.9], n)) * RES
+    offset = np.maximum(onset + (case["stop"] - case["start"]) * RES + rng.choice([0.0, 0.5], n) * RES, 0.0)
+    notes = {"pitch": case["pitch"], "velocity": case["velocity"], "program": case["program"],
+             "tempo": case["tempo"].astype(np.float64), "onset": onset, "offset": offset}
+    if shuffle:
+        perm = rng.permutation(n)
+        notes = {k: v[perm] for k, v in notes.items()}
+    cfg = RollConfig(encoding, columns=cols, hop_columns=case["hop"], pitch_lo=case["pitch_lo"],
+                     pitch_hi=case["pitch_lo"] + rows - 1, convention=convention)
+    length = n_win * case["hop"] if given_length else None
+    win = E.to_windows(notes["pitch"], notes["velocity"], notes["program"], notes["onset"], notes["offset"], cfg,
+                       tempo_bpm=notes["tempo"], n_columns=length)
+    start, stop = E.note_columns(notes["onset"], notes["offset"], cfg)
+    width = length if given_length else max(int(stop.max(initial=0)), 0)
+    assert win.n_columns == width
+    want = np.zeros((E._n_windows(width, cfg),) + cfg.shape, np.uint8)
+    o = np.argsort(start, kind="stable")
+    tempo = np.clip(np.rint(notes["tempo"]), 0, 255).astype(np.uint8)
+    skipped = run_kernel(encoding, notes["pitch"][o], notes["velocity"][o], notes["program"][o], tempo[o], start[o],
+                         stop[o], case["pitch_lo"], case["hop"], want, reference=True)
+    assert win.n_skipped == skipped
+    assert np.array_equal(win.images, want)
+
+
 @SETTINGS
 @given(rows=st.integers(1, 6), cols=st.integers(1, 30), data=st.data())
 def test_decode_runs_kernel_matches_reference(rows, cols, data):
