@@ -57,12 +57,16 @@ class AugmentParams(BaseModel):
 
 
 class HilbertParams(BaseModel):
-    """Audio images: notes synthesised (44.1 kHz mono) and laid on an order-k Hilbert curve."""
+    """Audio images: a piece's recording or its synthesised notes (44.1 kHz mono) on an order-k Hilbert curve."""
 
     order: int = Field(8, ge=1, le=12, description="8 → 256 × 256 images of 65,536 samples")
     sample_rate: int = Field(44100, ge=8000)
-    timbre: Literal["piano", "guitar"] = "piano"
-    pedal: bool = True
+    timbre: Literal["piano", "guitar"] = Field("piano", description="Synthesizer timbre")
+    pedal: bool = Field(True, description="Synthesizer: sound notes as long as the sustain pedal holds them")
+    audio: Literal["auto", "recorded", "synth"] = Field(
+        "auto", description="auto: a piece's recording (same-stem WAV/FLAC/… beside the MIDI) when it has one, "
+                            "else the synthesizer; recorded: recordings only (pieces without one are rejects); "
+                            "synth: the synthesizer only")
 
     def config(self):
         from tasks.render import HilbertConfig
@@ -76,11 +80,13 @@ ENCODINGS = ("enc1", "enc2", "enc3", "hilbert", "hilbert-guitar")
 class BuildParams(BaseModel):
     """Parameters of a dataset build, as the Prefect UI's form shows them. Never secrets."""
 
-    source: str = Field("generated", description="maestro | generated[:N[:MINUTES]] | folder | fsspec URI/glob")
+    source: str = Field("generated", description="maestro | maestro-full (with audio) | generated[:N[:MINUTES]] | "
+                                                 "folder | fsspec URI/glob")
     store: str | None = Field(None, description="Folder or s3://bucket/prefix (default: MIDIPIX_STORE)")
     name: str | None = Field(None, description="Table set name (default: derived from the source)")
     split: SplitConfig = SplitConfig()
-    strict: bool = Field(False, description="Fail the run on the first unreadable file instead of recording it")
+    strict: bool = Field(False, description="Fail the run on unreadable files (MIDI, or recordings of audio "
+                                            "images) instead of recording them")
     workers: int = Field(2, ge=1, le=256, description="Threads parsing, rendering and writing")
     maestro: MaestroOverrides = MaestroOverrides()
     encodings: list[str] = Field(default_factory=lambda: ["enc1", "enc2", "enc3"],
@@ -120,6 +126,9 @@ async def build_dataset(params: BuildParams = BuildParams()) -> dict:
         hilbert = params.hilbert.config() if encoding.startswith("hilbert") else None
         images = render_images.with_options(result_storage=result_storage())(
             store_uri, name, tables["version"], encoding, roll, hilbert, augment, workers=params.workers)
+        if params.strict and images.get("rejected_pieces"):
+            raise ValueError(f"--strict: {images['rejected_pieces']} piece(s) left out of {images['name']} "
+                             f"(unusable recordings; listed under 'rejects' in its manifest)")
         publish_images(store_uri, images["name"], images["version"])
         datasets.append(images)
     if datasets:

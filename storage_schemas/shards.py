@@ -12,13 +12,21 @@ A shard is an Arrow IPC file (zstd-compressed buffers, record batches of ``BATCH
 to the columns that say where each image comes from. pyarrow, pandas and duckdb read it without midipix
 code; no pickles anywhere. Shards are written with put-if-absent under their own hash, so a version can
 only name complete shards, and versions share unchanged shards.
+
+Audio (Hilbert) datasets say where each piece's sound came from: the ``audio`` column of ``images.parquet``
+is ``"recorded"`` (the piece's own sound file) or ``"synth"`` (the built-in synthesizer), null for piano
+rolls. A piece whose recording cannot be used has no images; it is listed under ``"rejects"`` in the
+manifest (and in its shard's record), one entry of :data:`REJECT_FIELDS` per piece. A group of pieces
+that were all left out has no shard (every shard holds rows); the manifest keeps its record under
+``"empty_groups"`` (split, recipe, pieces, rejects) so that a later build reuses it.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-SHARDS_SCHEMA_VERSION = 1
+# 2: images.parquet gained the ``audio`` column; manifests and audio shard records gained ``rejects``
+SHARDS_SCHEMA_VERSION = 2
 BATCH_ROWS = 256
 
 # columns stored next to the image in every shard row
@@ -42,9 +50,16 @@ IMAGES = pa.schema(
         pa.field("noise_seed", pa.int64(), nullable=False),
         pa.field("shard", pa.string(), nullable=False),  # the shard's sha256
         pa.field("row", pa.int32(), nullable=False),
+        pa.field("audio", pa.string()),  # "recorded" | "synth" for audio images; null for piano rolls
     ],
     metadata={"midipix.table": "images", "midipix.schema_version": str(SHARDS_SCHEMA_VERSION)},
 )
+
+
+AUDIO_SOURCES = ("recorded", "synth")
+
+# one entry of a manifest's "rejects": a piece left out of an audio dataset, and why
+REJECT_FIELDS = ("piece_id", "relpath", "audio_source", "audio_sha256", "error_kind", "message")
 
 
 def shard_schema(dtype: pa.DataType, shape: tuple[int, ...]) -> pa.Schema:

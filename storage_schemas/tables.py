@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-TABLES_SCHEMA_VERSION = 1
+# 2: pieces gained audio_source, audio_sha256, audio_size_bytes (nullable; readers of version 1 table sets
+#    treat the columns as absent, i.e. no recording)
+TABLES_SCHEMA_VERSION = 2
+AUDIO_COLUMNS = ("audio_source", "audio_sha256", "audio_size_bytes")
 SPLITS = ("train", "validation", "test")
 PARTITIONED = ("pieces", "notes", "controls", "tempos")
 
@@ -38,6 +41,9 @@ PIECES = pa.schema(
         pa.field("control_count", pa.int32(), nullable=False),
         pa.field("tempo_count", pa.int32(), nullable=False),
         pa.field("duration_s", pa.float64(), nullable=False),  # end of the last track, through the tempo map
+        pa.field("audio_source", pa.string()),  # the piece's recording (same stem beside the MIDI), if any
+        pa.field("audio_sha256", pa.string()),  # null with audio_source set: unreadable when listed
+        pa.field("audio_size_bytes", pa.int64()),
     ],
     metadata={"midipix.table": "pieces", "midipix.schema_version": str(TABLES_SCHEMA_VERSION)},
 )

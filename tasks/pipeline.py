@@ -24,7 +24,7 @@ from storage_schemas import tables as S
 from tasks import tables as T
 from tasks.settings import get_settings
 from tasks.sources import (ResolvedSource, fingerprint, generated_source, list_files, maestro_archive,
-                           maestro_source, read_file_bytes)
+                           maestro_source, maestro_spec, read_file_bytes)
 from tasks.store import Store
 
 
@@ -74,8 +74,9 @@ def fetch_source(spec: str, maestro_overrides: dict | None = None
     """Resolve a source (download MAESTRO, generate the built-in corpus, or list a folder/URI) and hash
     every file's bytes: the hashes are what the cache keys of the later steps are made of."""
     logger = get_run_logger()
-    if spec == "maestro" or spec.startswith("maestro-v"):
-        archive = maestro_archive(**(maestro_overrides or {}))
+    archive_name = maestro_spec(spec)
+    if archive_name is not None:
+        archive = maestro_archive(name=archive_name, **(maestro_overrides or {}))
         logger.info("MAESTRO archive %s (%d bytes, sha256 %s…)", archive.name, archive.size, archive.sha256[:12])
         src = maestro_source(archive, progress=_Progress(f"download {archive.filename}", steps=20))
     elif spec == "generated" or spec.startswith("generated:"):
@@ -83,8 +84,8 @@ def fetch_source(spec: str, maestro_overrides: dict | None = None
     else:
         src = list_files(spec)
     files, errors = fingerprint(src)
-    logger.info("source %s: %d MIDI files (%d unreadable), metadata: %s", spec, len(src.files), len(errors),
-                src.metadata_uri or "none")
+    logger.info("source %s: %d MIDI files (%d unreadable, %d with a recording), metadata: %s", spec,
+                len(src.files), len(errors), len(src.audio), src.metadata_uri or "none")
     return src, files, errors
 
 
@@ -215,7 +216,7 @@ def render_images(store_uri: str, tables_name: str, tables_version: str, encodin
         m = loader.read_dataset_manifest(store, name, version)
         logger.info("dataset %s/%s already in the store", name, version)
         return {"name": name, "version": version, "images": m["images"], "rendered_shards": 0,
-                "reused_shards": len(m["shards"])}
+                "reused_shards": len(m["shards"]), "rejected_pieces": len(m.get("rejects", []))}
     previous = previous_images = None
     try:
         previous = loader.read_dataset_manifest(store, name)
@@ -231,8 +232,17 @@ def render_images(store_uri: str, tables_name: str, tables_version: str, encodin
                 "%d notes off the keyboard (%.2f s)", name, manifest["images"], len(manifest["shards"]),
                 stats.rendered_shards, stats.reused_shards, stats.skipped_variants, stats.lost_notes,
                 time.perf_counter() - t0)
+    if "audio" in manifest:
+        logger.info("%s: sound of %d pieces from their recordings, %d from the synthesizer, %d pieces left out",
+                    name, stats.recorded_pieces, stats.synth_pieces, len(stats.rejects))
+    if stats.rejects:
+        for r in stats.rejects[:10]:
+            logger.warning("%s: left out %s: %s: %s", name, r["relpath"], r["error_kind"], r["message"])
+        create_table_artifact(key=f"audio-rejects-{_artifact_key(name)}", table=stats.rejects[:200],
+                              description=f"Pieces left out of **{name}**: their recording could not be used")
     return {"name": name, "version": version, "images": manifest["images"],
-            "rendered_shards": stats.rendered_shards, "reused_shards": stats.reused_shards}
+            "rendered_shards": stats.rendered_shards, "reused_shards": stats.reused_shards,
+            "rejected_pieces": len(stats.rejects)}
 
 
 @task(name="publish-images", retries=2, retry_delay_seconds=[1, 5])
@@ -251,7 +261,7 @@ def describe_images(store_uri: str, names: list[str], previews: int = 3) -> list
 
     store = Store(store_uri)
     stats = [dataset_stats(store, n) for n in names]
-    rows = [{k: v for k, v in s.items() if k != "splits"} for s in stats]
+    rows = [{k: v for k, v in s.items() if k not in ("splits", "rejects")} for s in stats]
     if rows:
         create_table_artifact(key="image-datasets", table=rows, description="Image datasets of this build")
     if previews:

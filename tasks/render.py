@@ -4,6 +4,11 @@ Pieces of one split are taken in sha256 order and grouped into shards by content
 (``tasks.shards.group_pieces``). A shard's *recipe* — its pieces' hashes, the encoding and augmentation
 configs, the rendering code version — decides its bytes; a shard whose recipe the previous version
 already holds is reused as it is, so adding one piece renders only the shard that piece falls in.
+
+Audio (Hilbert) images take a piece's own recording when it has one (``HilbertConfig.audio``: ``auto``,
+``recorded`` or ``synth``); the recording's hash is part of its shard's recipe, so a changed sound file
+renders that shard again. A piece whose recording is missing (``recorded``) or unreadable is left out
+and listed in the manifest's ``rejects``; the rest of the dataset goes on.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import io
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,7 @@ from storage_schemas import tables as S
 from storage_schemas.encodings import RollConfig
 from tasks import publish as P
 from tasks import tables as T
+from tasks.audio import AUDIO_MODES, AudioError
 from tasks.augment import AugmentConfig, apply_variant, plan
 from tasks.shards import encode_shard, group_pieces, recipe_key
 from tasks.store import Store
@@ -35,12 +41,24 @@ NOTE_COLUMNS = ["piece_id", "pitch", "velocity", "program", "onset_s", "offset_s
 
 @dataclass(frozen=True)
 class HilbertConfig:
-    """Audio images: the notes rendered by the built-in synthesizer, cut into blocks on a Hilbert curve."""
+    """Audio images: a piece's recording, or its notes rendered by the built-in synthesizer, cut into
+    blocks on a Hilbert curve.
+
+    ``audio`` picks the sound: ``"auto"`` the piece's recording when it has one, else the synthesizer;
+    ``"recorded"`` the recording only (a piece without one is a reject); ``"synth"`` the synthesizer
+    only. ``timbre`` and ``pedal`` concern the synthesizer. Recordings are folded to mono and resampled
+    to ``sample_rate`` (:mod:`tasks.audio`).
+    """
 
     order: int = 8  # 2**order × 2**order pixels, 4**order samples per image
     sample_rate: int = 44100
     timbre: str = "piano"  # "piano" | "guitar"
     pedal: bool = True  # sound notes for as long as the sustain pedal holds them
+    audio: str = "auto"  # "auto" | "recorded" | "synth"
+
+    def __post_init__(self) -> None:
+        if self.audio not in AUDIO_MODES:
+            raise ValueError(f"audio must be one of {AUDIO_MODES}, got {self.audio!r}")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -56,7 +74,7 @@ def code_version() -> str:
     h = hashlib.sha256()
     root = Path(__file__).resolve().parents[1]
     for mod in ("tasks/render.py", "tasks/encode.py", "tasks/augment.py", "tasks/hilbert.py", "tasks/synth.py",
-                "tasks/shards.py", "storage_schemas/encodings.py", "storage_schemas/shards.py"):
+                "tasks/shards.py", "tasks/audio.py", "storage_schemas/encodings.py", "storage_schemas/shards.py"):
         h.update((root / mod).read_bytes())
     return h.hexdigest()[:16]
 
@@ -64,8 +82,8 @@ def code_version() -> str:
 def encoding_config(encoding: str, roll: RollConfig | None, hilbert: HilbertConfig | None) -> dict:
     if encoding.startswith("hilbert"):
         cfg = hilbert or HilbertConfig()
-        if encoding != "hilbert":  # "hilbert-guitar": the same images of another timbre
-            cfg = HilbertConfig(**{**cfg.to_dict(), "timbre": encoding.split("-", 1)[1]})
+        if encoding != "hilbert":  # "hilbert-guitar": the same images of another timbre, always synthesized
+            cfg = HilbertConfig(**{**cfg.to_dict(), "timbre": encoding.split("-", 1)[1], "audio": "synth"})
         return {"encoding": "hilbert", **cfg.to_dict()}
     cfg = roll or RollConfig(encoding=encoding)
     return {**cfg.to_dict(), "encoding": encoding}
@@ -99,15 +117,44 @@ def render_piece(notes: dict[str, np.ndarray], config: dict, k: int, seed: int |
 
 
 def _hilbert_images(cols: dict[str, np.ndarray], config: dict) -> tuple[np.ndarray, np.ndarray]:
-    from tasks.hilbert import audio_to_images
     from tasks.synth import render
 
     offsets = cols["offset_pedal_s"] if config["pedal"] else cols["offset_s"]
     audio = render(cols["pitch"], cols["velocity"], cols["onset_s"], offsets, sample_rate=config["sample_rate"],
                    timbre=config["timbre"])
+    return audio_images(audio, config)
+
+
+def audio_images(audio: np.ndarray, config: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A mono signal at ``config["sample_rate"]`` as ``(images (N, 1, side, side) float16, block starts)``."""
+    from tasks.hilbert import audio_to_images
+
     images, _ = audio_to_images(audio, order=config["order"], dtype=np.float16)
     images = images.reshape((images.shape[0], 1) + images.shape[1:])
     return images, np.arange(images.shape[0], dtype=np.int64)
+
+
+def audio_plan(piece: dict, config: dict) -> str:
+    """Where a piece's sound comes from under ``config``: ``"recorded"``, ``"synth"`` or ``"missing"``."""
+    mode = config.get("audio", "synth")
+    if mode == "synth":
+        return "synth"
+    if piece.get("audio_source"):
+        return "recorded"
+    return "synth" if mode == "auto" else "missing"
+
+
+def recording_images(piece: dict, config: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Images of a piece's recording (read, folded to mono, resampled); raises :class:`AudioError`."""
+    from tasks.audio import read_recording
+
+    audio = read_recording(piece["audio_source"], config["sample_rate"])
+    return audio_images(audio, config)
+
+
+def _audio_reject(piece: dict, kind: str, message: str) -> dict:
+    return {"piece_id": piece["piece_id"], "relpath": piece["relpath"], "audio_source": piece.get("audio_source"),
+            "audio_sha256": piece.get("audio_sha256"), "error_kind": kind, "message": message}
 
 
 # -- a whole dataset ----------------------------------------------------------------------------------
@@ -120,6 +167,9 @@ class RenderStats:
     images: int = 0
     skipped_variants: int = 0
     lost_notes: int = 0
+    recorded_pieces: int = 0  # audio datasets: pieces whose images come from their recording
+    synth_pieces: int = 0  # … from the synthesizer
+    rejects: list[dict] = field(default_factory=list)  # pieces left out, as in the manifest's "rejects"
 
 
 def _load_notes(store: Store, tables_manifest: dict) -> tuple[pa.Table, dict[int, tuple[int, int]]]:
@@ -141,8 +191,11 @@ def _load_pieces(store: Store, tables_manifest: dict) -> list[dict]:
     rows = []
     for split in S.SPLITS:
         for rec in T.table_files(tables_manifest, "pieces", split):
-            t = pq.read_table(io.BytesIO(store.read_bytes(rec["key"])), columns=["piece_id", "sha256", "relpath"])
-            rows += [{**r, "split": split} for r in t.to_pylist()]
+            f = pq.ParquetFile(io.BytesIO(store.read_bytes(rec["key"])))
+            # table sets of schema version 1 have no audio columns: their pieces have no recording
+            audio = [c for c in S.AUDIO_COLUMNS if c in f.schema_arrow.names]
+            t = f.read(columns=["piece_id", "sha256", "relpath"] + audio)
+            rows += [{**dict.fromkeys(S.AUDIO_COLUMNS), **r, "split": split} for r in t.to_pylist()]
     return rows
 
 
@@ -159,7 +212,8 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
     pieces = _load_pieces(store, tables_manifest)
     notes, slices = _load_notes(store, tables_manifest)
     columns = {c: notes.column(c).to_numpy() for c in NOTE_COLUMNS[1:]}
-    reuse = {s["recipe"]: s for s in (previous or {}).get("shards", [])} if previous else {}
+    reuse = ({s["recipe"]: s for s in previous.get("shards", []) + previous.get("empty_groups", [])}
+             if previous else {})
     if previous is not None and previous.get("code_version") != code:
         reuse = {}
 
@@ -170,6 +224,13 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
             h.update(np.ascontiguousarray(columns[c][a:b]).tobytes())
         return h.hexdigest()[:16]
 
+    hilbert = config["encoding"] == "hilbert"
+
+    def audio_key(p: dict) -> str:
+        # audio images depend on where the sound comes from: a recording enters by its bytes' hash
+        source = audio_plan(p, config)
+        return f"recorded:{p['audio_sha256']}" if source == "recorded" else source
+
     jobs = []
     for split in S.SPLITS:
         mine = sorted((p for p in pieces if p["split"] == split), key=lambda p: p["sha256"])
@@ -178,7 +239,8 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
             # a piece enters the recipe by the notes the table set holds for it, not only its file's hash:
             # a changed reader gives the same file other notes, and its shard must be rendered again
             recipe = recipe_key([json.dumps(config, sort_keys=True), json.dumps(augment.to_dict(), sort_keys=True),
-                                 code, split] + [f"{p['sha256']}:{notes_digest(p['piece_id'])}" for p in members])
+                                 code, split] + [f"{p['sha256']}:{notes_digest(p['piece_id'])}"
+                                                 + (f":{audio_key(p)}" if hilbert else "") for p in members])
             jobs.append((split, members, recipe))
 
     stats = RenderStats()
@@ -186,33 +248,63 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
     def run(job):
         split, members, recipe = job
         if recipe in reuse:
-            return split, recipe, reuse[recipe], None, 0, 0
-        imgs, meta, skipped, lost = [], [], 0, 0
+            return split, recipe, reuse[recipe], None, None, 0, 0
+        imgs, meta, labels, skipped, lost = [], [], [], 0, 0
+        rejects, sources = [], {"recorded": 0, "synth": 0}
         for p in members:
-            a, b = slices.get(p["piece_id"], (0, 0))
-            piece_notes = {c: v[a:b] for c, v in columns.items()}
-            for k, seed in plan(augment, split, p["piece_id"]):
-                out = render_piece(piece_notes, config, k, seed, augment)
-                if out is None:
-                    skipped += 1
+            variants = plan(augment, split, p["piece_id"])
+            source = audio_plan(p, config) if hilbert else None
+            if source == "missing":
+                rejects.append(_audio_reject(p, "audio_missing", "audio='recorded' but no sound file with the "
+                                             "stem of this MIDI file lies next to it"))
+                continue
+            if source == "recorded":
+                try:
+                    images, starts = recording_images(p, config)
+                except AudioError as e:
+                    rejects.append(_audio_reject(p, e.kind, f"{p['audio_source']}: {e.message}"))
                     continue
-                images, starts, n_lost = out
+                # a recording cannot be transposed or given pitch noise: only the original is rendered
+                outs = [(0, None, images, starts, 0)]
+                skipped += len(variants) - 1
+            else:
+                a, b = slices.get(p["piece_id"], (0, 0))
+                piece_notes = {c: v[a:b] for c, v in columns.items()}
+                outs = []
+                for k, seed in variants:
+                    out = render_piece(piece_notes, config, k, seed, augment)
+                    if out is None:
+                        skipped += 1
+                        continue
+                    outs.append((k, seed, *out))
+            if source is not None:
+                sources[source] += 1
+            for k, seed, images, starts, n_lost in outs:
                 lost += n_lost
                 n = images.shape[0]
                 imgs.append(images)
+                labels += [source] * n
                 meta.append((np.full(n, p["piece_id"], np.int64), starts.astype(np.int32), np.full(n, k, np.int8),
                              np.full(n, -1 if seed is None else seed, np.int64)))
         shape = image_shape(config)
-        dtype = np.float16 if config["encoding"] == "hilbert" else np.uint8
+        dtype = np.float16 if hilbert else np.uint8
         images = np.concatenate(imgs) if imgs else np.zeros((0,) + shape, dtype)
         cols = [np.concatenate([m[i] for m in meta]) if meta else np.zeros(0) for i in range(4)]
+        if hilbert and images.shape[0] == 0:
+            # every piece of the group was left out: no shard (readers expect shards with rows), only a
+            # record of the group, so that a later build can reuse it and its rejects stay listed
+            return split, recipe, {"split": split, "rows": 0, "recipe": recipe, "pieces": len(members),
+                                   "audio": sources, "rejects": rejects}, cols, labels, skipped, lost
         data = encode_shard(images, *cols)
         sha = hashlib.sha256(data).hexdigest()
         store.put_if_absent(SH.shard_key(name, sha), data)
         rec = {"sha256": sha, "key": SH.shard_key(name, sha), "split": split, "rows": int(images.shape[0]),
                "bytes": len(data), "raw_bytes": int(images.nbytes), "recipe": recipe,
                "pieces": len(members)}
-        return split, recipe, rec, cols, skipped, lost
+        if hilbert:  # carried with the shard: a reused shard brings its pieces' sources and rejects along
+            rec["audio"] = sources
+            rec["rejects"] = rejects
+        return split, recipe, rec, cols, labels, skipped, lost
 
     results = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -221,16 +313,27 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
             if progress is not None:
                 progress(i + 1, len(jobs))
 
-    shards, image_tables = [], []
-    for split, recipe, rec, cols, skipped, lost in results:
-        shards.append(rec)
+    shards, empty_groups, image_tables = [], [], []
+    for split, recipe, rec, cols, labels, skipped, lost in results:
+        if "sha256" in rec:
+            shards.append(rec)
+        else:
+            empty_groups.append(rec)
         stats.skipped_variants += skipped
         stats.lost_notes += lost
         stats.images += rec["rows"]
+        stats.recorded_pieces += rec.get("audio", {}).get("recorded", 0)
+        stats.synth_pieces += rec.get("audio", {}).get("synth", 0)
+        stats.rejects += rec.get("rejects", [])
+        if "sha256" not in rec:
+            stats.rendered_pieces += 0 if cols is None else rec["pieces"]
+            continue
         if cols is None:
             stats.reused_shards += 1
             prev = previous_images.filter(pc.equal(previous_images["shard"], rec["sha256"]))
-            image_tables.append(prev)
+            if "audio" not in prev.column_names:  # an index written before the column existed
+                prev = prev.append_column("audio", pa.nulls(prev.num_rows, pa.string()))
+            image_tables.append(prev.select(SH.IMAGES.names))
             continue
         stats.rendered_shards += 1
         stats.rendered_pieces += rec["pieces"]
@@ -241,7 +344,8 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
             pa.array(cols[0].astype(np.int64)), pa.array([split] * n, pa.string()), pa.array([encoding] * n, pa.string()),
             pa.array(cols[1].astype(np.int32)), pa.array(np.asarray(start_s, np.float64)),
             pa.array(cols[2].astype(np.int8)), pa.array(cols[3].astype(np.int64)),
-            pa.array([rec["sha256"]] * n, pa.string()), pa.array(np.arange(n, dtype=np.int32))], schema=SH.IMAGES))
+            pa.array([rec["sha256"]] * n, pa.string()), pa.array(np.arange(n, dtype=np.int32)),
+            pa.array(labels, pa.string())], schema=SH.IMAGES))
     images_table = pa.concat_tables(image_tables) if image_tables else SH.IMAGES.empty_table()
     sink = io.BytesIO()
     pq.write_table(images_table.cast(SH.IMAGES), sink, compression="zstd")
@@ -255,7 +359,13 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
         "shards": shards, "images": int(images_table.num_rows),
         "images_table": {"key": SH.images_key(name, version), "sha256": hashlib.sha256(images_bytes).hexdigest()},
         "bytes": sum(s["bytes"] for s in shards), "raw_bytes": sum(s["raw_bytes"] for s in shards),
+        "rejects": stats.rejects,
     }
+    if empty_groups:
+        manifest["empty_groups"] = empty_groups
+    if hilbert:
+        manifest["audio"] = {"recorded": stats.recorded_pieces, "synth": stats.synth_pieces,
+                             "rejected": len(stats.rejects)}
     store.write_bytes(SH.manifest_key(name, version), json.dumps(manifest, indent=1, sort_keys=True).encode())
     return manifest, stats
 

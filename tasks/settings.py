@@ -35,6 +35,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("MIDIPIX_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
     )
     maestro_url: str | None = Field(None, description="Override the MAESTRO archive URL (mirrors, tests)")
+    maestro_full_url: str | None = Field(None, description="Override the URL of MAESTRO's full archive (with audio)")
     download_max_bytes: int = Field(8 * 1024**3, description="Cap on bytes extracted from one archive")
 
     def storage_options(self, uri: str) -> dict:

@@ -1,7 +1,9 @@
 """Where MIDI comes from: MAESTRO, a folder / fsspec URI / glob, or the built-in generated corpus.
 
-:func:`resolve_source` turns a source string into a listing of files; :func:`fingerprint` hashes
-their bytes. Both are plain functions; ``tasks.pipeline`` wraps them in Prefect tasks.
+:func:`list_files` (and :func:`maestro_source`, :func:`generated_source`) turn a source string into a
+listing of files, each MIDI file paired with its recording when a sound file of the same stem lies next
+to it; :func:`fingerprint` hashes their bytes. Both are plain functions; ``tasks.pipeline`` wraps them in
+Prefect tasks.
 """
 
 from __future__ import annotations
@@ -12,29 +14,38 @@ import os
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import fsspec
 
 from storage_schemas.datasets import RemoteArchive, get_dataset
+from tasks.audio import AUDIO_SUFFIXES, audio_preference, is_audio_path
 from tasks.settings import Settings, get_settings
 from tasks.tables import SourceFile
 
 MIDI_SUFFIXES = (".mid", ".midi")
 METADATA_PATTERN = re.compile(r"maestro-v[\d.]+.*\.(csv|json)$", re.IGNORECASE)
 GENERATED_SEED = 0
+# source strings naming a declared MAESTRO archive: the MIDI-only one, and the full one with audio
+MAESTRO_SPECS = {"maestro": "maestro-v3.0.0", "maestro-v3.0.0": "maestro-v3.0.0",
+                 "maestro-full": "maestro-v3.0.0-full", "maestro-v3.0.0-full": "maestro-v3.0.0-full"}
 
 
 @dataclass(frozen=True)
 class ResolvedSource:
-    """A listing of MIDI files (``(uri, relpath)``) plus any MAESTRO metadata found beside them."""
+    """A listing of MIDI files (``(uri, relpath)``) plus any MAESTRO metadata found beside them.
+
+    ``audio`` maps the relpath of every MIDI file that has a recording next to it (same folder, same
+    stem, a suffix of :data:`tasks.audio.AUDIO_SUFFIXES`) to the recording's URI.
+    """
 
     spec: str
     kind: str  # "maestro" | "generated" | "files"
     default_name: str
     files: list[tuple[str, str]]
     metadata_uri: str | None = None
+    audio: dict[str, str] = field(default_factory=dict)
 
 
 def _slug(text: str) -> str:
@@ -51,28 +62,61 @@ def list_files(spec: str, settings: Settings | None = None) -> ResolvedSource:
     opts = settings.storage_options(spec)
     fs, path = fsspec.core.url_to_fs(spec, **opts)
     protocol = spec.split("://", 1)[0] + "://" if "://" in spec else ""
+    walked = False  # True when every file of the folders concerned was listed (sound files included)
     if _is_glob(spec):
         found = fs.glob(path)
         root = path.split("*", 1)[0].rsplit("/", 1)[0]
     elif fs.isdir(path):
         found = fs.find(path)
         root = path.rstrip("/")
+        walked = True
     elif fs.exists(path):
         found = [path]
         root = path.rsplit("/", 1)[0]
     else:
         raise FileNotFoundError(f"source {spec!r} does not exist")
-    files, metadata = [], []
+    files, metadata, midi_paths = [], [], []
     for p in sorted(found):
         rel = p[len(root):].lstrip("/") if p.startswith(root) else PurePosixPath(p).name
         uri = protocol + p if protocol and not p.startswith(protocol) else p
         if p.lower().endswith(MIDI_SUFFIXES):
             files.append((uri, rel))
+            midi_paths.append(p)
         elif METADATA_PATTERN.search(PurePosixPath(p).name):
             metadata.append((rel.count("/"), uri))
+    sounds = [p for p in found if is_audio_path(p)]
+    if not walked:  # a glob or one file: the recordings may not match the pattern, look beside the MIDI
+        for folder in sorted({p.rsplit("/", 1)[0] for p in midi_paths if "/" in p}):
+            try:
+                sounds += [q for q in fs.ls(folder, detail=False) if is_audio_path(q)]
+            except OSError:
+                pass
+    pairs = pair_recordings(midi_paths, sounds)
+    audio = {rel: (protocol + pairs[p] if protocol and not pairs[p].startswith(protocol) else pairs[p])
+             for p, (_, rel) in zip(midi_paths, files) if p in pairs}
     name = _slug(PurePosixPath(root.rstrip("/")).name or "corpus")
     meta_uri = sorted(metadata)[0][1] if metadata else None  # the shallowest metadata file
-    return ResolvedSource(spec=spec, kind="files", default_name=name, files=files, metadata_uri=meta_uri)
+    return ResolvedSource(spec=spec, kind="files", default_name=name, files=files, metadata_uri=meta_uri,
+                          audio=audio)
+
+
+def _stem_key(path: str) -> tuple[str, str]:
+    folder, _, name = path.rpartition("/")
+    return folder, name.rsplit(".", 1)[0] if "." in name else name
+
+
+def pair_recordings(midi_paths: list[str], sound_paths: list[str]) -> dict[str, str]:
+    """Each MIDI path's recording: the sound file in the same folder with the same stem.
+
+    ``a/b.midi`` pairs with ``a/b.wav`` (or ``.flac``, ``.ogg``, …; the stem is compared exactly, the
+    suffix in any case). When one stem has several, the first suffix of :data:`AUDIO_SUFFIXES` wins.
+    """
+    best: dict[tuple[str, str], str] = {}
+    for q in sorted(set(sound_paths)):
+        key = _stem_key(q)
+        if key not in best or audio_preference(q) < audio_preference(best[key]):
+            best[key] = q
+    return {p: best[_stem_key(p)] for p in midi_paths if _stem_key(p) in best}
 
 
 def generated_source(spec: str, settings: Settings | None = None) -> ResolvedSource:
@@ -90,29 +134,46 @@ def generated_source(spec: str, settings: Settings | None = None) -> ResolvedSou
 
 def maestro_source(archive: RemoteArchive, settings: Settings | None = None,
                    progress: Callable[[int, int], None] | None = None) -> ResolvedSource:
-    """Download (resumable, verified) and safely extract a MAESTRO archive, then list it."""
+    """Download (resumable, verified) and safely extract a MAESTRO archive, then list it.
+
+    The recordings of the full archive (``.wav`` next to each ``.midi``) are extracted and paired too.
+    """
     from tasks.fetch import download, find_maestro_metadata, safe_extract
 
     settings = settings or get_settings()
     cache = Path(settings.cache_dir)
     zip_path = download(archive, cache / "downloads", progress=progress)
     dest = cache / "sources" / archive.name
-    safe_extract(zip_path, dest, max_bytes=settings.download_max_bytes,
-                 suffixes=(".mid", ".midi", ".csv", ".json"))
+    cap = max(settings.download_max_bytes, archive.max_unpacked_bytes or 0)
+    safe_extract(zip_path, dest, max_bytes=cap, suffixes=(".mid", ".midi", ".csv", ".json") + AUDIO_SUFFIXES)
     listing = list_files(str(dest), settings)
     meta = find_maestro_metadata(dest)
     return ResolvedSource(spec=archive.name, kind="maestro", default_name=archive.name, files=listing.files,
-                          metadata_uri=str(meta) if meta else listing.metadata_uri)
+                          metadata_uri=str(meta) if meta else listing.metadata_uri, audio=listing.audio)
 
 
-def maestro_archive(settings: Settings | None = None, **overrides) -> RemoteArchive:
-    """The declared MAESTRO v3 archive, with a URL from settings and any explicit overrides."""
+def maestro_archive(settings: Settings | None = None, name: str = "maestro-v3.0.0", **overrides) -> RemoteArchive:
+    """A declared MAESTRO archive (``name``), with a URL from settings and any explicit overrides.
+
+    ``maestro-v3.0.0`` is the MIDI-only archive (``MIDIPIX_MAESTRO_URL`` points at a mirror),
+    ``maestro-v3.0.0-full`` the one with the recordings (``MIDIPIX_MAESTRO_FULL_URL``).
+    """
     settings = settings or get_settings()
-    archive = get_dataset("maestro-v3.0.0")
-    if settings.maestro_url:
-        archive = archive.with_overrides(url=settings.maestro_url)
+    archive = get_dataset(name)
+    mirror = settings.maestro_full_url if name == "maestro-v3.0.0-full" else settings.maestro_url
+    if mirror:
+        archive = archive.with_overrides(url=mirror)
     clean = {k: v for k, v in overrides.items() if v is not None}
     return archive.with_overrides(**clean) if clean else archive
+
+
+def maestro_spec(spec: str) -> str | None:
+    """The declared archive a source string names (``maestro``, ``maestro-full``, …), else None."""
+    if spec in MAESTRO_SPECS:
+        return MAESTRO_SPECS[spec]
+    if spec.startswith("maestro-v"):  # a declared name, or an unknown one that get_dataset will list
+        return spec
+    return None
 
 
 def read_file_bytes(uri: str) -> bytes:
@@ -195,7 +256,51 @@ def fingerprint(source: ResolvedSource, workers: int = 4) -> tuple[list[SourceFi
             files.append(f)
         else:
             errors.append(err)
+    if source.audio:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            ids = list(pool.map(lambda f: _audio_identity(source.audio[f.relpath], cache, fresh)
+                                if f.relpath in source.audio else None, files))
+        files = [f if ident is None else replace(f, audio_uri=source.audio[f.relpath], audio_size=ident[0],
+                                                  audio_sha256=ident[1])
+                 for f, ident in zip(files, ids)]
     if fresh:
         cache.update(fresh)
         _save_fingerprint_cache(cache)
     return files, errors
+
+
+def _stream_sha256(fh, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    while data := fh.read(chunk):
+        h.update(data)
+    return h.hexdigest()
+
+
+def _audio_identity(uri: str, cache: dict, fresh: dict) -> tuple[int | None, str | None]:
+    """``(size, sha256)`` of a recording, streamed (recordings are large), from the make-style cache when
+    unchanged: local files by size and modification time, remote ones by size and ETag / modification
+    time. A file that cannot be read gives ``(None, None)``: the image build then records why."""
+    try:
+        if "://" not in uri:
+            st = os.stat(uri)
+            key, stamp = os.path.abspath(uri), st.st_mtime_ns
+            size = st.st_size
+        else:
+            fs, path = fsspec.core.url_to_fs(uri, **get_settings().storage_options(uri))
+            info = fs.info(path)
+            key, size = uri, int(info["size"])
+            stamp = str(info.get("ETag") or info.get("LastModified") or info.get("mtime") or "") or None
+        hit = cache.get(key)
+        if stamp is not None and hit is not None and hit[0] == size and hit[1] == stamp:
+            return size, hit[2]
+        if "://" not in uri:
+            with open(uri, "rb") as fh:
+                sha = _stream_sha256(fh)
+        else:
+            with fs.open(path, "rb") as fh:
+                sha = _stream_sha256(fh)
+    except OSError:
+        return None, None
+    if stamp is not None:
+        fresh[key] = [size, stamp, sha]
+    return size, sha

@@ -62,9 +62,13 @@ def dataset_stats(store: Store, name: str) -> dict:
         d["shards"] += 1
         d["bytes"] += s["bytes"]
     ratio = m["raw_bytes"] / m["bytes"] if m["bytes"] else 0.0
-    return {"name": name, "version": m["version"], "encoding": m["encoding"], "shape": "×".join(map(str, m["shape"])),
-            "images": m["images"], "shards": len(m["shards"]), "bytes": m["bytes"], "raw_bytes": m["raw_bytes"],
-            "compression": round(ratio, 1), "tables_version": m["tables"]["version"], "splits": splits}
+    out = {"name": name, "version": m["version"], "encoding": m["encoding"], "shape": "×".join(map(str, m["shape"])),
+           "images": m["images"], "shards": len(m["shards"]), "bytes": m["bytes"], "raw_bytes": m["raw_bytes"],
+           "compression": round(ratio, 1), "tables_version": m["tables"]["version"], "splits": splits}
+    if "audio" in m:  # audio datasets: where the pieces' sound came from, and the pieces left out
+        out.update({"recorded_pieces": m["audio"]["recorded"], "synth_pieces": m["audio"]["synth"],
+                    "rejected_pieces": m["audio"]["rejected"], "rejects": m.get("rejects", [])})
+    return out
 
 
 def list_datasets(store: Store) -> list[str]:
@@ -80,4 +84,9 @@ def format_datasets(stats: list[dict]) -> str:
         per = ", ".join(f"{k} {v['images']}" for k, v in sorted(s["splits"].items()))
         lines.append(f"  {s['name']:<34}{s['images']:>8}{s['shards']:>7}{s['bytes'] / 1e6:>9.2f}"
                      f"{s['compression']:>6.1f}×  {per}")
+        if "recorded_pieces" in s:
+            lines.append(f"    sound: {s['recorded_pieces']} pieces recorded, {s['synth_pieces']} synthesized, "
+                         f"{s['rejected_pieces']} left out")
+        for r in s.get("rejects", [])[:20]:
+            lines.append(f"    left out {r['relpath']}: {r['error_kind']}: {r['message']}")
     return "image datasets (shape, version):\n" + "\n".join(lines)

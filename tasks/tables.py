@@ -71,12 +71,19 @@ class SplitConfig(BaseModel):
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One input file: where it is read from, its path inside the source, and its content hash."""
+    """One input file: where it is read from, its path inside the source, and its content hash.
+
+    ``audio_uri`` names the piece's recording (a sound file of the same stem beside it), with its size
+    and sha256; both are None when the recording could not be read while fingerprinting.
+    """
 
     uri: str
     relpath: str
     size: int
     sha256: str
+    audio_uri: str | None = None
+    audio_size: int | None = None
+    audio_sha256: str | None = None
 
 
 @dataclass
@@ -280,7 +287,8 @@ def build_tables(files: list[SourceFile], read_bytes: Callable[[SourceFile], byt
             "piece_id": pid, "source": f.uri, "relpath": f.relpath, "sha256": f.sha256, "size_bytes": f.size,
             "composer": m.get("canonical_composer"), "title": m.get("canonical_title"),
             "year": None if year is None or pd.isna(year) else int(year),
-            "maestro_duration_s": None if m.get("duration") is None else float(m["duration"]), **header})
+            "maestro_duration_s": None if m.get("duration") is None else float(m["duration"]), **header,
+            "audio_source": f.audio_uri, "audio_sha256": f.audio_sha256, "audio_size_bytes": f.audio_size})
         for name in ("notes", "controls", "tempos"):
             c = cols[name]
             cols_by_split[s][name].append(c)
@@ -308,12 +316,17 @@ def build_tables(files: list[SourceFile], read_bytes: Callable[[SourceFile], byt
 # --- writing, publishing, reading ------------------------------------------------------------------
 
 def version_id(files: list[SourceFile], params: dict) -> str:
-    """Deterministic id of a table set: what went in (file hashes, parameters) and the code version."""
+    """Deterministic id of a table set: what went in (file hashes, parameters) and the code version.
+
+    A piece's recording enters by where it is read from and its hash: a changed or moved recording
+    gives a new version (the MIDI rows are reused; only the audio images are rendered again).
+    """
     h = hashlib.sha256()
     h.update(json.dumps({"code": code_version(), "schema": S.TABLES_SCHEMA_VERSION, "params": params},
                         sort_keys=True).encode())
     for f in sorted(files, key=lambda f: f.relpath):
-        h.update(f"{f.relpath}\0{f.sha256}\n".encode())
+        audio = "" if f.audio_uri is None else f"\0{f.audio_uri}\0{f.audio_sha256}"
+        h.update(f"{f.relpath}\0{f.sha256}{audio}\n".encode())
     return f"v{S.TABLES_SCHEMA_VERSION}-{h.hexdigest()[:20]}"
 
 

@@ -225,3 +225,34 @@ def test_maestro_source_downloads_verifies_and_uses_the_published_split(tmp_path
     assert sorted(pieces.split.astype(str)) == ["test", "train", "train", "validation"]
     assert set(pieces.title) == {f'Sonata "No. {i}"' for i in range(4)}
     assert (pieces.maestro_duration_s == 12.5).all()
+
+
+def test_cli_hilbert_build_uses_recordings_reports_a_bad_one_and_reuses_shards(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    from flows.cli import main
+    from storage_schemas import shards as SH
+    from tasks.loader import read_dataset_manifest
+
+    corpus = tmp_path / "corpus"
+    generate_corpus(corpus, n=3, seed=9, minutes=0.05)
+    t = np.arange(8000) / 16000
+    sf.write(str(corpus / "gen-s9-00000.wav"), np.stack([np.sin(2 * np.pi * 440 * t)] * 2, 1) * 0.3, 16000)
+    (corpus / "gen-s9-00001.wav").write_bytes(b"RIFF not really a wave file")
+    store = Store(str(tmp_path / "store"))
+    args = ["build", "--source", str(corpus), "--store", store.uri, "--name", "c", "--encodings", "hilbert"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "sound: 1 pieces recorded, 1 synthesized, 1 left out" in out
+    assert "left out gen-s9-00001.mid: audio_unreadable:" in out
+    manifest = read_dataset_manifest(store, SH.dataset_name("c", "hilbert"))
+    assert [r["relpath"] for r in manifest["rejects"]] == ["gen-s9-00001.mid"]
+
+    state, _ = _run(source=str(corpus), store=store.uri, name="c", encodings=["hilbert"])
+    assert _task_states(state)["render-images"] == "Cached"  # nothing changed: nothing rendered
+    # --strict: a piece left out fails the run, and the dataset version stays the published one
+    state, _ = _run(source=str(corpus), store=store.uri, name="c", encodings=["hilbert"], strict=True,
+                    hilbert={"audio": "recorded"})
+    assert state.is_failed() and "left out" in str(state.message)
+    assert read_dataset_manifest(store, SH.dataset_name("c", "hilbert"))["version"] == manifest["version"]
