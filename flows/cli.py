@@ -20,16 +20,18 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="build the tables of a corpus (a Prefect flow run)")
     b.add_argument("--source", default="generated",
-                   help="maestro | generated[:N[:MINUTES]] | a folder | an fsspec URI or glob (default: generated)")
+                   help="maestro | maestro-full (MIDI + recordings, 101 GiB) | generated[:N[:MINUTES]] | a folder | "
+                        "an fsspec URI or glob (default: generated)")
     b.add_argument("--store", default=None, help="folder or s3://bucket/prefix (default: $MIDIPIX_STORE or ./midipix-data)")
     b.add_argument("--name", default=None, help="table set name (default: from the source)")
     b.add_argument("--split", choices=["auto", "maestro", "random"], default="auto",
                    help="auto: MAESTRO's split where known, else seeded random by piece")
     b.add_argument("--split-seed", type=int, default=0)
     b.add_argument("--split-ratios", type=_ratios, default=(0.7, 0.2, 0.1), help="train,validation,test")
-    b.add_argument("--strict", action="store_true", help="fail on the first unreadable file")
+    b.add_argument("--strict", action="store_true", help="fail on unreadable files (MIDI, or recordings)")
     b.add_argument("--workers", type=int, default=2)
-    b.add_argument("--maestro-url", default=None, help="another copy of the MAESTRO zip (mirror)")
+    b.add_argument("--maestro-url", default=None, help="another copy of the MAESTRO zip (mirror; of the "
+                                                        "full one with --source maestro-full)")
     b.add_argument("--maestro-sha256", default=None)
     b.add_argument("--maestro-size", type=int, default=None)
     b.add_argument("--encodings", default="enc1,enc2,enc3",
@@ -43,12 +45,23 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--noise-fraction", type=float, default=0.0, help="augmentation: fraction of notes with pitch noise")
     b.add_argument("--augment-seed", type=int, default=0)
     b.add_argument("--timbre", choices=["piano", "guitar"], default="piano", help="synthesizer of the hilbert images")
+    b.add_argument("--audio", choices=["auto", "recorded", "synth"], default="auto",
+                   help="sound of the hilbert images: auto = a piece's recording (same-stem .wav/.flac/… beside "
+                        "the MIDI file) when it has one, else the synthesizer; recorded = recordings only; "
+                        "synth = synthesizer only")
     b.add_argument("--json", action="store_true", help="print the flow's result as JSON")
 
     v = sub.add_parser("serve", help="register the deployments with a Prefect server and run them here")
     v.add_argument("--cron", default=None, help="rebuild schedule (default: daily 03:00 UTC; 'none' for manual only)")
     v.add_argument("--source", default="generated", help="default source of the scheduled rebuild")
     v.add_argument("--store", default=None, help="default store of the scheduled rebuild")
+
+    dp = sub.add_parser("deploy", help="register the deployments in Prefect process work pools (workers run them)")
+    dp.add_argument("--cron", default=None, help="rebuild schedule (default: daily 03:00 UTC; 'none' for manual only)")
+    dp.add_argument("--source", default="generated", help="default source of the scheduled rebuild")
+    dp.add_argument("--store", default=None, help="default store of the deployments (default: the worker's MIDIPIX_STORE)")
+    dp.add_argument("--cpu-pool", default=None, help="work pool of the dataset rebuild (default: midipix-cpu)")
+    dp.add_argument("--gpu-pool", default=None, help="work pool of training and its decoded samples (default: midipix-gpu)")
 
     pl = sub.add_parser("pull", help="copy a dataset version from a store into a local cache (verified)")
     pl.add_argument("store", help="folder or s3://bucket/prefix")
@@ -133,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                             pitch_lo=lo, pitch_hi=hi, pedal=args.pedal),
             augment=AugmentParams(transpositions=[int(k) for k in args.transpose.split(",") if k.strip()],
                                   noise_fraction=args.noise_fraction, seed=args.augment_seed),
-            hilbert=HilbertParams(timbre=args.timbre),
+            hilbert=HilbertParams(timbre=args.timbre, audio=args.audio),
         )
         result = run_build(params)
         if args.json:
@@ -155,6 +168,15 @@ def main(argv: list[str] | None = None) -> int:
 
         cron = None if (args.cron or "").lower() == "none" else (args.cron or REBUILD_CRON)
         serve_deployments(cron=cron, source=args.source, store=args.store)
+        return 0
+    if args.command == "deploy":
+        from flows.deployments import CPU_POOL, GPU_POOL, REBUILD_CRON, deploy_to_pools
+
+        cron = None if (args.cron or "").lower() == "none" else (args.cron or REBUILD_CRON)
+        pools = deploy_to_pools(cron=cron, source=args.source, store=args.store, cpu_pool=args.cpu_pool or CPU_POOL,
+                                gpu_pool=args.gpu_pool or GPU_POOL)
+        for pool, names in pools.items():
+            print(f"{pool}: {', '.join(names)}  (run them with: prefect worker start --pool {pool})")
         return 0
     if args.command == "models":
         from models.registry import describe_all
