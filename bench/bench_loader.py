@@ -12,15 +12,18 @@ tables materialised once under ``--out``, default ``bench/out/``, ignored by git
    runs and rebuilt only when its version changes);
 2. ``pull_dataset`` copies it into a fresh local cache folder (timed, for information);
 3. ``ShardDataset(cache, "bench.enc2", split="train", batch_size=256, shuffle=True)`` is read through
-   ``torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0 / 2)`` for ``--epochs`` whole epochs
-   each; images/s = images of the epoch / wall time of the epoch (worker start-up included), median over
-   epochs. The loop only takes each batch (nothing is computed on it);
+   ``make_loader(ds, num_workers=0 / 2)`` (a ``DataLoader`` with ``batch_size=None``, persistent workers,
+   ``pin_memory`` only with CUDA) for ``--epochs`` whole epochs each, a new loader per epoch; images/s =
+   images of the epoch / wall time of the epoch (worker start-up included), median over epochs. The loop
+   only takes each batch (nothing is computed on it);
 4. a moto S3 server is started on 127.0.0.1 in a child process, the tables are copied into a bucket, the
    enc2 dataset is built straight into it (timed, for information), and step 3 is repeated with the
    ``s3://`` URI (shards streamed from S3, no local cache).
 
 Reference rows (no target): the shard decode alone (``iter_batches`` over every train shard, one
-thread) and ``ShardDataset.__iter__`` without a DataLoader. Results are printed as a table and written as
+thread), decode + the old concatenate-and-shuffle of whole shards, decode + gathering shuffled rows into
+fresh batches (what the dataset does now), ``ShardDataset.__iter__`` without a DataLoader, and the
+DataLoader's worker → main transfer alone. Results are printed as a table and written as
 JSON to ``<out>/bench_loader.json``.
 """
 
@@ -79,14 +82,12 @@ def ensure_dataset(store_dir: Path, tables_dir: Path, tables_manifest: dict, enc
 
 def epoch(uri: str, name: str, workers: int, seed_epoch: int, batch_size: int) -> dict:
     """One epoch through a DataLoader: wall, time to the first batch, images."""
-    from torch.utils.data import DataLoader
-
-    from tasks.loader import ShardDataset
+    from tasks.loader import ShardDataset, make_loader
 
     t0 = time.perf_counter()
     ds = ShardDataset(uri, name, split="train", batch_size=batch_size, shuffle=True, seed=0)
     ds.set_epoch(seed_epoch)
-    loader = DataLoader(ds, batch_size=None, num_workers=workers)
+    loader = make_loader(ds, num_workers=workers)
     n = 0
     first = None
     for images, meta in loader:
@@ -121,6 +122,7 @@ def reference_paths(uri: str, name: str, batch_size: int) -> dict:
 
     from storage_schemas import shards as SH
     from tasks.loader import ShardDataset
+    from tasks.loader import gather_rows
     from tasks.shards import iter_batches
     from tasks.store import Store
 
@@ -143,6 +145,17 @@ def reference_paths(uri: str, name: str, batch_size: int) -> dict:
         n += images.shape[0]
     out["decode_concat_shuffle"] = {"s": time.perf_counter() - t, "images": n}
     t = time.perf_counter()
+    n = 0
+    for data in blobs:  # the dataset's way: rows gathered from the decompressed record batches
+        parts = [b[0] for b in iter_batches(data)]
+        starts = np.cumsum([0] + [p.shape[0] for p in parts])
+        perm = np.random.default_rng(0).permutation(int(starts[-1]))
+        for a in range(0, len(perm), batch_size):
+            rows = perm[a:a + batch_size]
+            gather_rows(np.empty((len(rows), *parts[0].shape[1:]), parts[0].dtype), parts, starts, rows)
+            n += len(rows)
+    out["decode_gather_shuffled"] = {"s": time.perf_counter() - t, "images": n}
+    t = time.perf_counter()
     n = sum(b[0].shape[0] for b in ds)
     out["dataset_iter_no_dataloader"] = {"s": time.perf_counter() - t, "images": n}
     out["compressed_bytes"] = sum(len(b) for b in blobs)
@@ -153,9 +166,11 @@ def reference_paths(uri: str, name: str, batch_size: int) -> dict:
 def ipc_floor(batches: int, shape: tuple, workers: int = 2) -> dict:
     """What the DataLoader's worker -> main transfer alone costs: workers yield ready-made uint8 batches of
     ``shape`` (no decoding), allocated as ordinary tensors (torch copies each into shared memory to send it)
-    or already in shared memory (sent as a handle)."""
+    or born in shared memory as the dataset allocates them (sent as a file descriptor)."""
     import torch
     from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+    from tasks.loader import _empty
 
     class Const(IterableDataset):
         def __init__(self, shared):
@@ -164,15 +179,13 @@ def ipc_floor(batches: int, shape: tuple, workers: int = 2) -> dict:
         def __iter__(self):
             info = get_worker_info()
             for _ in range(batches // (info.num_workers if info else 1)):
-                t = torch.empty(shape, dtype=torch.uint8)
-                if self.shared and info is not None:
-                    t.share_memory_()
+                t = _empty(torch, shape, torch.uint8, shared=self.shared and info is not None)
                 t.numpy().fill(1)
                 yield t
 
     out = {}
     for label, shared, w in (("w0", False, 0), (f"w{workers}_plain", False, workers),
-                             (f"w{workers}_preshared", True, workers)):
+                             (f"w{workers}_born_shared", True, workers)):
         t = time.perf_counter()
         n = sum(x.shape[0] for x in DataLoader(Const(shared), batch_size=None, num_workers=w))
         out[label] = {"s": time.perf_counter() - t, "images": n}
@@ -349,7 +362,8 @@ def main() -> None:
     rows = []
     ref = res["reference"]
     for key, label in (("decode_only", "info: shard decode only (iter_batches), 1 thr"),
-                       ("decode_concat_shuffle", "info: decode + concatenate + shuffle, 1 thr"),
+                       ("decode_concat_shuffle", "info: decode + concatenate + shuffle (old), 1 thr"),
+                       ("decode_gather_shuffled", "info: decode + gather shuffled rows, 1 thr"),
                        ("dataset_iter_no_dataloader", "info: ShardDataset iter, no DataLoader")):
         r = ref[key]
         rows.append((label, f"{r['images'] / r['s']:,.0f} img/s", "", "", "", ""))

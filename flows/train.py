@@ -31,6 +31,8 @@ class TrainOneParams(BaseModel):
     spike_factor: float | None = Field(None, gt=1, description="Loss spike → reload best, continue with SGD")
     model_overrides: dict[str, Any] = Field(default_factory=dict, description="Model config fields to change")
     samples: int = Field(4, ge=0, description="Samples to generate and decode after training")
+    loader_workers: int | None = Field(None, ge=0, description="Data-loader worker processes (default: 2 on a "
+                                                                "GPU host, 0 on CPU)")
 
     def request(self):
         from tasks.train import TrainRequest
@@ -61,7 +63,7 @@ def train_model_task(store_uri: str, params: TrainOneParams) -> dict:
 
     from tasks.train import train_model
 
-    result = train_model(store_uri, params.request(), data_uri=params.data)
+    result = train_model(store_uri, params.request(), data_uri=params.data, num_workers=params.loader_workers)
     logger = get_run_logger()
     logger.info("%s: %d parameters, %d epochs, best epoch %s", result["run"], result["parameters"], result["epochs"],
                 result["best_epoch"])

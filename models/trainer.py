@@ -14,6 +14,8 @@ Imports torch, numpy and the standard library only.
 
 from __future__ import annotations
 
+import collections.abc
+
 import contextlib
 import dataclasses
 import io
@@ -520,7 +522,7 @@ class Trainer:
         for name in ("modules", "optimizers", "train_step", "val_step"):
             if not callable(getattr(module, name, None)):
                 raise TypeError(f"module lacks {name}()")
-        if cfg.epochs > 1 and iter(train_data) is train_data:
+        if cfg.epochs > 1 and isinstance(train_data, collections.abc.Iterator):  # iter() would start workers
             raise TypeError("train_data is a one-shot iterator; pass a re-iterable (list, DataLoader)")
         self.module = module
         self.cfg = cfg

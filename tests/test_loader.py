@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tasks import render as R
 from tasks import tables as T
 from tasks.augment import AugmentConfig
 from tasks.generate import generate_corpus
-from tasks.loader import ShardDataset, pull_dataset, read_dataset_manifest
+from tasks.loader import ShardDataset, gather_rows, make_loader, pull_dataset, read_dataset_manifest
 from tasks.shards import shard_images
 from tasks.sources import fingerprint, list_files, read_file_bytes
 from tasks.store import Store
@@ -130,6 +131,123 @@ def test_dataloader_workers_share_an_epoch_without_overlap(published):
     assert sorted(got) == sorted(rows(index)) and len(set(got)) == len(got)
     ds.set_epoch(1)
     assert sorted(k for _, meta in loader for k in keys(meta)) == sorted(rows(index))
+
+
+def images_by_key(store_uri: str, manifest: dict, index: pa.Table) -> dict[tuple, np.ndarray]:
+    """Every image of the dataset, read with plain pyarrow from its shard row, by its metadata key."""
+    store = Store(store_uri)
+    pixels = {s["sha256"]: shard_images(store.read_bytes(s["key"])) for s in manifest["shards"]}
+    return {k: pixels[sha][row] for k, sha, row in zip(rows(index), index["shard"].to_pylist(),
+                                                        index["row"].to_pylist())}
+
+
+def contents(loader) -> tuple[Counter, list[tuple]]:
+    """(key, image bytes) of every image a loader yields, as a multiset, and the keys in order."""
+    got, order = Counter(), []
+    for images, meta in loader:
+        for img, k in zip(images.numpy(), keys(meta)):
+            got[(k, img.tobytes())] += 1
+            order.append(k)
+    return got, order
+
+
+def test_two_workers_yield_exactly_the_images_and_labels_of_one_process(published):
+    store_uri, name, manifest, index = published
+    image_of = images_by_key(store_uri, manifest, index)
+    want = Counter((k, image_of[k].tobytes()) for k in rows(index))
+    ds = ShardDataset(store_uri, name, split=None, batch_size=5, seed=2)
+
+    single, _ = contents(make_loader(ds, num_workers=0))
+    assert single == want  # every image once, each with its own metadata and pixels
+
+    loader = make_loader(ds, num_workers=2)  # persistent workers
+    assert loader.batch_size is None and loader.num_workers == 2 and loader.persistent_workers
+    assert loader.pin_memory == torch.cuda.is_available()
+    sizes = []
+    for images, meta in loader:
+        assert images.dtype == torch.uint8 and tuple(images.shape) == (images.shape[0], *manifest["shape"])
+        assert images.is_contiguous() and set(meta) == set(KEY)
+        assert all(v.dtype == torch.int64 and tuple(v.shape) == (images.shape[0],) for v in meta.values())
+        for img, k in zip(images.numpy(), keys(meta)):  # the pixels of the shard row the manifest names
+            np.testing.assert_array_equal(img, image_of[k])
+        sizes.append(images.shape[0])
+    assert all(0 < n <= 5 for n in sizes) and sum(n < 5 for n in sizes) <= 2  # one short batch per worker
+    first, order0 = contents(loader)
+    assert first == want
+
+    # set_epoch reaches the persistent workers: the next epoch is epoch 1's order, not epoch 0's again
+    ds.set_epoch(1)
+    again, order1 = contents(loader)
+    assert again == want and order1 != order0
+    fresh = ShardDataset(store_uri, name, split=None, batch_size=5, seed=2)
+    fresh.set_epoch(1)
+    assert contents(torch.utils.data.DataLoader(fresh, batch_size=None, num_workers=2))[1] == order1
+
+    # an epoch cut short (as max_steps_per_epoch does) leaves nothing behind for the next one
+    next(iter(loader))
+    ds.set_epoch(2)
+    fresh.set_epoch(2)
+    assert contents(loader) == (want, contents(torch.utils.data.DataLoader(fresh, batch_size=None, num_workers=2))[1])
+
+
+def test_a_worker_gathers_batches_straight_into_shared_memory(published, monkeypatch):
+    store_uri, name, manifest, index = published
+    image_of = images_by_key(store_uri, manifest, index)
+    ds = ShardDataset(store_uri, name, split="train", batch_size=7, seed=4)
+    plain = list(ds)
+    assert not plain[0][0].is_shared() and not plain[0][1]["piece_id"].is_shared()
+
+    # inside a DataLoader worker (worker 0 of 1 reads every shard) the batch is born in shared memory, so
+    # torch sends its file descriptor instead of copying it into a new shared block
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: types.SimpleNamespace(id=0, num_workers=1))
+    shared = list(ds)
+    assert len(shared) == len(plain)
+    for (images, meta), (images0, meta0) in zip(shared, plain):
+        assert images.is_shared() and all(v.is_shared() for v in meta.values())
+        assert torch.equal(images, images0) and all(torch.equal(meta[k], meta0[k]) for k in KEY)
+        for img, k in zip(images.numpy(), keys(meta)):
+            np.testing.assert_array_equal(img, image_of[k])
+
+
+def test_gather_rows_matches_fancy_indexing():
+    rng = np.random.default_rng(0)
+    sizes = [4, 1, 6, 3]
+    parts = [rng.integers(0, 255, (n, 2, 3, 5), dtype=np.uint8) for n in sizes]
+    for p in parts:
+        p.setflags(write=False)  # as Arrow's buffers are
+    whole = np.concatenate(parts)
+    starts = np.cumsum([0, *sizes])
+    for rows in (np.arange(14), np.arange(3, 12), rng.permutation(14), rng.permutation(14)[:5], np.array([13, 0]),
+                 np.array([], dtype=np.int64), np.array([4, 5, 6, 9, 10, 11, 12])):
+        dst = np.zeros((len(rows), 2, 3, 5), np.uint8)
+        gather_rows(dst, parts, starts, rows)
+        np.testing.assert_array_equal(dst, whole[rows])
+
+
+def test_a_damaged_shard_is_refused_by_the_dataset_and_its_workers(published):
+    store_uri, name, manifest, _ = published
+    store = Store(store_uri)
+    bad = manifest["shards"][0]
+    data = store.read_bytes(bad["key"])
+    store.write_bytes(bad["key"], data[:-1] + bytes([data[-1] ^ 0xFF]))  # same size, other bytes
+    ds = ShardDataset(store_uri, name, split=bad["split"], batch_size=4)
+    with pytest.raises(ValueError, match="does not match its manifest"):
+        list(ds)
+    if not store_uri.startswith("s3://"):  # the same through a worker process (local only: torch then
+        # waits MP_STATUS_CHECK_INTERVAL = 5 s per worker to join the workers after a worker's exception)
+        with pytest.raises(ValueError, match="does not match its manifest"):
+            list(make_loader(ds, num_workers=1, persistent_workers=False))
+
+
+def test_make_loader_keeps_batching_in_the_dataset(published):
+    store_uri, name, _, _ = published
+    ds = ShardDataset(store_uri, name, split="train", batch_size=4)
+    for bad in ({"batch_size": 4}, {"shuffle": True}, {"collate_fn": list}):
+        with pytest.raises(TypeError, match="belongs to the ShardDataset"):
+            make_loader(ds, **bad)
+    loader = make_loader(ds, num_workers=0, pin_memory=False)
+    assert loader.batch_size is None and loader.num_workers == 0 and not loader.pin_memory
+    assert next(iter(loader))[0].shape[0] == 4
 
 
 # -- pull_dataset ---------------------------------------------------------------------------------------

@@ -89,3 +89,19 @@ def test_a_killed_training_resumes_from_its_checkpoint_in_the_store(tmp_path, bu
     ck2 = load_checkpoint(StoreCheckpoints(Store(other), straight["prefix"]).load("last"))
     for name, state in ck["modules"]["model"].items():
         assert (state == ck2["modules"]["model"][name]).all(), name
+
+
+def test_training_through_loader_workers_sees_every_image_each_epoch(tmp_path, built):
+    """With worker processes (the default on a GPU host) an epoch still covers the whole training split."""
+    from tasks.loader import ShardDataset
+    from tasks.train import TrainRequest, train_model
+
+    store = built
+    run_build(BuildParams(source="generated:4:0.4", store=store, name="tiny", encodings=["enc2"], previews=0))
+    request = TrainRequest(model="lstm", encoding="enc2", tables_name="tiny", epochs=2, batch_size=4, seed=3)
+    with pytest.raises(ValueError, match="num_workers"):
+        train_model(store, request, num_workers=-1)
+    result = train_model(store, request, num_workers=2)
+    assert result["epochs"] == 2 and all(h["train"] for h in result["history"])
+    n_train = ShardDataset(store, "tiny.enc2", "train", batch_size=4).num_images
+    assert [h["samples"] for h in result["history"]] == [n_train, n_train]
