@@ -197,10 +197,11 @@ def bench_compare(pieces: list[dict], cols: dict, subset: int, repeats: int) -> 
             times[name].append(time.perf_counter() - t)
     for name, ts in times.items():
         out[name] = {"s": statistics.median(ts), "runs_s": ts}
-    # what the outputs hold (bytes written per piece, on average)
-    w = [to_windows(c["pitch"], c["velocity"], c["program"], c["onset_s"], c["offset_s"], cfg) for c in chosen[:10]]
-    out["ours_bytes_per_piece"] = float(np.mean([x.images.nbytes for x in w]))
-    out["symusic_bytes_per_piece"] = float(np.mean([symusic_roll(s).nbytes for s in scores[:10]]))
+    # what the outputs hold (bytes written per piece, on average over the subset)
+    out["ours_bytes_per_piece"] = float(np.mean([
+        to_windows(c["pitch"], c["velocity"], c["program"], c["onset_s"], c["offset_s"], cfg).images.nbytes
+        for c in chosen]))
+    out["symusic_bytes_per_piece"] = float(np.mean([symusic_roll(s).nbytes for s in scores]))
     out["pretty_midi_bytes_per_piece"] = float(np.mean([pm.get_piano_roll(fs=20).nbytes for pm in pms[:10]]))
     checks = [check_masks(c) for c in chosen[:5]]
     out["mask_checks"] = {k: all(c[k] for c in checks) for k in checks[0]}
@@ -576,6 +577,9 @@ def main() -> None:
         res["compare"] = c
         base = c["ours_enc2"]["s"]
         rows.append(("enc2 ours, 1 thr", f"{c['notes'] / base / 1e6:.1f} M notes/s", "", "", "", ""))
+        rows.append(("  info: output bytes / time, ours vs symusic",
+                     f"{c['pieces'] * c['ours_bytes_per_piece'] / base / 1e9:.1f} GB/s",
+                     f"{c['pieces'] * c['symusic_bytes_per_piece'] / c['symusic']['s'] / 1e9:.1f} GB/s", "", "", ""))
         r = c["pretty_midi"]["s"] / base
         rows.append(("enc2 vs pretty_midi get_piano_roll", f"{c['pretty_midi']['s'] * 1e3:.0f} ms / {base * 1e3:.1f} ms",
                      "A pretty_midi", f"{r:.1f}x", ">= 50x", verdict("vs_pretty_midi", r)))

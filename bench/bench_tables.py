@@ -18,7 +18,9 @@ ours                     ``fingerprint`` + ``build_tables`` + ``write_table_set`
                          no Prefect, with workers=1 and workers=2.
 flow                     ``build_dataset`` in fresh subprocesses (the ephemeral Prefect API starts
                          there): first run and cached rerun in one process, then a cached rerun in a
-                         second process; flow-call wall time and whole-process wall time.
+                         second process; flow-call wall time and whole-process wall time. Then the
+                         same against a ``prefect server`` the benchmark starts on 127.0.0.1 (the way
+                         scheduled rebuilds run): first run and cached rerun, each in a fresh process.
 
 Files are read once before any timing, so every contender sees a warm page cache. Fast measurements
 are repeated (``--repeats``, default 3) and the median is reported. Results are printed as a table and
@@ -379,6 +381,63 @@ def run_child(extra: list[str], env: dict, log: Path, timeout: float = 280.0) ->
     return data, wall
 
 
+def start_prefect_server(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """A real ``prefect server`` on 127.0.0.1 with its own database under ``home``; returns (process, API URL)."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "false",
+           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db"}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, api
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise TimeoutError("prefect server did not start in 120 s")
+
+
+def bench_flow_server(corpus: Path, out: Path, workers: int) -> dict:
+    """First run and cached rerun, each in a fresh process, against a long-running ``prefect server``."""
+    scratch = Path(tempfile.mkdtemp(prefix="midipix-bench-flow-server-"))
+    log = out / "flow_children_server.log"
+    log.write_bytes(b"")
+    home = scratch / "prefect-home"
+    home.mkdir()
+    proc, api = start_prefect_server(home, log)
+    env = dict(os.environ)
+    env.update({"MIDIPIX_CACHE_DIR": str(scratch / "cache"), "PREFECT_API_URL": api,
+                "PREFECT_HOME": str(scratch / "client-home")})
+    try:
+        run_child(["--warmup"], env, log)  # untimed: first client import and connection
+        noop, noop_proc = run_child(["--warmup"], env, log)
+        common = ["--source", str(corpus), "--store", str(scratch / "store"), "--workers", str(workers)]
+        first, first_proc = run_child([*common, "--calls", "1"], env, log)
+        second, second_proc = run_child([*common, "--calls", "1"], env, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"noop_flow_process_s": noop_proc, "noop_flow_call_s": noop["flow_s"],
+            "process1": {**first, "process_s": first_proc}, "process2": {**second, "process_s": second_proc}}
+
+
 def bench_flow(corpus: Path, out: Path, workers: int) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="midipix-bench-flow-"))
     log = out / "flow_children.log"
@@ -522,6 +581,8 @@ def main() -> None:
     if not args.no_flow:
         print("flow: build_dataset in fresh processes ...", flush=True)
         res["flow"] = bench_flow(folder, out, args.workers)
+        print("flow: the same against a running prefect server ...", flush=True)
+        res["flow_server"] = bench_flow_server(folder, out, args.workers)
 
     # --- results ---
     def nps(d):
@@ -567,6 +628,18 @@ def main() -> None:
         r = c3["wall_s"] / c1["wall_s"]
         rows.append(("rerun, new process (flow call)", f"{c3['wall_s']:.2f} s", "first flow call", f"{r:.1%}",
                      "< 5%", verdict("rerun_ratio", r)))
+    if "flow_server" in res:
+        g = res["flow_server"]
+        s1, s2 = g["process1"]["calls"][0], g["process2"]["calls"][0]
+        q1, q2 = g["process1"]["process_s"], g["process2"]["process_s"]
+        rows.append(("server: first run (flow call)", f"{s1['wall_s']:.2f} s", "", "", "< 20 s",
+                     verdict("flow_first_s", s1["wall_s"])))
+        r = s2["wall_s"] / s1["wall_s"]
+        rows.append(("server: rerun, new process (flow call)", f"{s2['wall_s']:.2f} s", "first flow call",
+                     f"{r:.1%}", "< 5%", verdict("rerun_ratio", r)))
+        r = q2 / q1
+        rows.append(("server: rerun, new process (whole process)", f"{q2:.2f} s", f"first process {q1:.2f} s",
+                     f"{r:.1%}", "< 5%", verdict("rerun_ratio", r)))
     res["table"] = [dict(zip(("figure", "value", "baseline", "ratio", "target", "verdict"), r)) for r in rows]
     res["load_avg_end"] = os.getloadavg()
     res["bench_wall_s"] = time.perf_counter() - t_start
@@ -602,6 +675,14 @@ def main() -> None:
         print(f"flow processes: imports {f['process1']['import_s']:.2f} s / {f['process2']['import_s']:.2f} s; "
               f"Prefect floor: a no-op flow in a fresh process {f['noop_flow_process_s']:.2f} s "
               f"(flow call {f['noop_flow_call_s']:.2f} s)")
+    if "flow_server" in res:
+        g = res["flow_server"]
+        for label, call in (("first", g["process1"]["calls"][0]), ("rerun new process", g["process2"]["calls"][0])):
+            tasks = ", ".join(f"{k} {v['run_s']:.2f} s ({v['state']})" for k, v in call["tasks"].items())
+            print(f"server flow {label}: {call['wall_s']:.2f} s; tasks: {tasks}")
+        print(f"server flow processes: imports {g['process1']['import_s']:.2f} s / {g['process2']['import_s']:.2f} s; "
+              f"a no-op flow in a fresh process {g['noop_flow_process_s']:.2f} s (flow call "
+              f"{g['noop_flow_call_s']:.2f} s)")
     dest = out / "bench_tables.json"
     dest.write_text(json.dumps(res, indent=1))
     print(f"written: {dest} (bench wall {res['bench_wall_s']:.0f} s)")
