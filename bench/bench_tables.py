@@ -14,6 +14,8 @@ A  plain mido reader     ``mido.MidiFile``, ``merged_track``, FIFO note pairing 
                          same subset for the ratio.
 B  symusic bare parse    ``symusic.Score.from_file(path)`` (ticks) for every file: one thread, and two
                          threads (measured, so that it shows whether symusic releases the GIL).
+                         For information, also symusic's parse plus the same columns (seconds through
+                         ``Score.to("second")``) encoded with our Parquet settings: see ``symusic_tables``.
 ours                     ``fingerprint`` + ``build_tables`` + ``write_table_set`` into a fresh local store,
                          no Prefect, with workers=1 and workers=2.
 flow                     ``build_dataset`` in fresh subprocesses (the ephemeral Prefect API starts
@@ -158,6 +160,54 @@ def symusic_parse(paths: list[Path], threads: int) -> None:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             for _ in pool.map(Score.from_file, names, chunksize=8):
                 pass
+
+
+def symusic_tables(paths: list[Path]) -> dict:
+    """Information for the issue's author: symusic's parse *plus* the same tables' columns, in seconds
+    through symusic's own tempo-map conversion (``Score.to("second")``), encoded with our Parquet
+    settings (``tasks.tables._parquet_bytes``), one thread. No sustain-pedal offsets, splits, hashes or
+    store writes: a lower bound for a symusic-based build of these tables."""
+    import numpy as np
+    import pyarrow as pa
+    from symusic import Score
+
+    from tasks.tables import _parquet_bytes
+
+    t0 = time.perf_counter()
+    notes: dict[str, list] = {k: [] for k in ("piece_id", "track", "program", "pitch", "velocity", "onset_tick",
+                                                "offset_tick", "onset_s", "offset_s")}
+    controls: dict[str, list] = {k: [] for k in ("piece_id", "track", "control", "value", "tick", "time_s")}
+    for pid, path in enumerate(paths):
+        tick = Score.from_file(str(path))
+        sec = tick.to("second")
+        for k, (tt, ts) in enumerate(zip(tick.tracks, sec.tracks)):
+            a, b = tt.notes.numpy(), ts.notes.numpy()
+            n = a["time"].shape[0]
+            notes["piece_id"].append(np.full(n, pid, np.int64))
+            notes["track"].append(np.full(n, k, np.int16))
+            notes["program"].append(np.full(n, tt.program, np.int8))
+            notes["pitch"].append(a["pitch"])
+            notes["velocity"].append(a["velocity"])
+            notes["onset_tick"].append(a["time"].astype(np.int64))
+            notes["offset_tick"].append((a["time"] + a["duration"]).astype(np.int64))
+            notes["onset_s"].append(b["time"].astype(np.float64))
+            notes["offset_s"].append((b["time"] + b["duration"]).astype(np.float64))
+            c, d = tt.controls.numpy(), ts.controls.numpy()
+            m = c["time"].shape[0]
+            controls["piece_id"].append(np.full(m, pid, np.int64))
+            controls["track"].append(np.full(m, k, np.int16))
+            controls["control"].append(c["number"])
+            controls["value"].append(c["value"])
+            controls["tick"].append(c["time"].astype(np.int64))
+            controls["time_s"].append(d["time"].astype(np.float64))
+    t1 = time.perf_counter()
+    n_notes = 0
+    for cols in (notes, controls):
+        table = pa.table({k: np.concatenate(v) for k, v in cols.items()})
+        n_notes = n_notes or table.num_rows
+        _parquet_bytes(table)
+    t2 = time.perf_counter()
+    return {"s": t2 - t0, "parse_and_columns_s": t1 - t0, "parquet_s": t2 - t1, "notes": n_notes}
 
 
 def symusic_note_count(paths: list[Path]) -> int:
@@ -561,6 +611,10 @@ def main() -> None:
         full[f"symusic_t{th}"] = {"s": med, "runs_s": runs, "notes": sym_notes,
                                   "cpu_s_per_run": (time.process_time() - c0) / R}
         print(f"  {th} thread(s): {med:.3f} s", flush=True)
+    runs = [symusic_tables(paths) for _ in range(R)]
+    full["symusic_tables"] = {**sorted(runs, key=lambda r: r["s"])[len(runs) // 2], "runs_s": [r["s"] for r in runs]}
+    print(f"  info: parse + the same columns in seconds + Parquet, 1 thread: {full['symusic_tables']['s']:.3f} s",
+          flush=True)
     print("ours on the full corpus ...", flush=True)
     for w in (1, 2):
         runs = [ours_build(full_src, w) for _ in range(R)]
@@ -604,6 +658,10 @@ def main() -> None:
             ratio = nps(d) / nps(full[base])
             rows.append((f"full {k}", f"{nps(d) / 1e6:.3f} M notes/s", f"B {base}", f"{ratio:.2f}x", ">= 0.5x",
                          verdict("vs_symusic", ratio)))
+    st = full["symusic_tables"]
+    for k in ("ours_w1", "ours_w2"):
+        rows.append((f"info: full {k} vs symusic + Parquet", f"{full[k]['s']:.2f} s",
+                     f"symusic tables 1 thr {st['s']:.2f} s", f"{st['s'] / full[k]['s']:.2f}x", "(no target)", ""))
     parse_nps = full["ours_w1"]["notes"] / res["breakdown_w1"]["read_midi_s"]
     rows.append(("info: ours read_midi only, 1 thr", f"{parse_nps / 1e6:.3f} M notes/s", "B symusic_t1",
                  f"{parse_nps / nps(full['symusic_t1']):.2f}x", "(no target)", ""))
@@ -660,6 +718,8 @@ def main() -> None:
         print(f"ours w{w} phases (median run): fingerprint {ph['fingerprint_s']:.2f} s, build_tables "
               f"{ph['build_s']:.2f} s, write_table_set {ph['write_s']:.2f} s; CPU "
               f"{full[f'ours_w{w}']['cpu_s_per_run']:.2f} s per run")
+    print(f"symusic + Parquet (info): parse and columns {st['parse_and_columns_s']:.2f} s, Parquet "
+          f"{st['parquet_s']:.2f} s ({st['notes']} notes)")
     print(f"symusic CPU per run: {full['symusic_t1']['cpu_s_per_run']:.2f} s (1 thread), "
           f"{full['symusic_t2']['cpu_s_per_run']:.2f} s (2 threads)")
     b = res["breakdown_w1"]
