@@ -82,8 +82,8 @@ def format_datasets(stats: list[dict]) -> str:
     lines = [f"  {'dataset':<34}{'images':>8}{'shards':>7}{'MB':>9}{'ratio':>7}  per split"]
     for s in stats:
         per = ", ".join(f"{k} {v['images']}" for k, v in sorted(s["splits"].items()))
-        lines.append(f"  {s['name']:<34}{s['images']:>8}{s['shards']:>7}{s['bytes'] / 1e6:>9.2f}"
-                     f"{s['compression']:>6.1f}×  {per}")
+        ratio = f"{s['compression']:>6.1f}×" if s["bytes"] else f"{'—':>7}"  # nothing stored: no ratio
+        lines.append(f"  {s['name']:<34}{s['images']:>8}{s['shards']:>7}{s['bytes'] / 1e6:>9.2f}{ratio}  {per}")
         if "recorded_pieces" in s:
             lines.append(f"    sound: {s['recorded_pieces']} pieces recorded, {s['synth_pieces']} synthesized, "
                          f"{s['rejected_pieces']} left out")
