@@ -134,6 +134,14 @@ class Windows:
 
 
 @numba.njit(cache=True, nogil=True)
+def _column_of(t, fs, pretty):
+    """Column of time ``t`` (seconds) at ``fs`` columns per second, in either convention."""
+    if pretty:
+        return np.int64(t * fs)  # truncation, as int() in pretty_midi
+    return np.int64(np.floor(t * fs + GRID_EPS))
+
+
+@numba.njit(cache=True, nogil=True)
 def _columns_kernel(onset, offset, res, pretty):
     """``(start, stop, end, ordered)``: column spans, the largest stop (>= 0) and whether the starts
     are non-decreasing."""
@@ -144,14 +152,10 @@ def _columns_kernel(onset, offset, res, pretty):
     end = np.int64(0)
     ordered = True
     for i in range(n):
-        if pretty:
-            s = np.int64(onset[i] * fs)  # truncation, as int() in pretty_midi
-            e = np.int64(offset[i] * fs)
-        else:
-            s = np.int64(np.floor(onset[i] * fs + GRID_EPS))
-            e = np.int64(np.floor(offset[i] * fs + GRID_EPS))
-            if e <= s:
-                e = s + 1
+        s = _column_of(onset[i], fs, pretty)
+        e = _column_of(offset[i], fs, pretty)
+        if not pretty and e <= s:
+            e = s + 1
         start[i] = s
         stop[i] = e
         if i > 0 and s < start[i - 1]:
@@ -531,13 +535,6 @@ def render_windows(out, pitch, velocity, program, start, stop, cfg: RollConfig, 
         raise ValueError("start and stop must be 1-d arrays of one length")
     ordered = bool(start.shape[0] < 2 or np.all(start[1:] >= start[:-1]))
     return _render(out, pitch, velocity, program, start, stop, ordered, cfg, tempo_bpm)
-
-
-@numba.njit(cache=True, nogil=True)
-def _column_of(t, fs, pretty):
-    if pretty:
-        return np.int64(t * fs)  # truncation, as int() in pretty_midi
-    return np.int64(np.floor(t * fs + GRID_EPS))
 
 
 @numba.njit(cache=True, nogil=True)
