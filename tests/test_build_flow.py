@@ -16,14 +16,29 @@ from tasks.store import Store
 pytestmark = pytest.mark.usefixtures("prefect_api", "midipix_env")
 
 
-def _task_states(flow_state) -> dict[str, str]:
+def _task_state(flow_state, task: str, timeout: float = 30.0) -> str:
+    """The final state name of the flow run's task ``task``. Prefect 3 records task-run states from
+    events that the API ingests asynchronously, so right after a flow returns a task run may still be
+    missing or show an earlier state: poll until it is there and final."""
+    import time
+
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    deadline = time.monotonic() + timeout
+    seen = {}
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])))
-    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])))
+            seen = {r.name.rsplit("-", 1)[0]: r.state for r in runs}
+            state = seen.get(task)
+            if state is not None and state.is_final():
+                return state.name
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task {task!r} has no final state after {timeout} s: "
+                                     f"{ {k: v.name if v else None for k, v in seen.items()} }")
+            time.sleep(0.2)
 
 
 def _run(**kw):
@@ -43,12 +58,12 @@ def test_build_then_cached_rerun_then_one_new_file(tmp_path):
     assert len(notes) == first["rows"]["notes"] > 0
 
     state, second = _run(source=str(corpus), store=store, name="c")
-    assert _task_states(state)["midi-to-tables"] == "Cached"
+    assert _task_state(state, "midi-to-tables") == "Cached"
     assert second["version"] == first["version"]
 
     generate_corpus(corpus, n=6, seed=1, minutes=0.2)
     state, third = _run(source=str(corpus), store=store, name="c")
-    assert _task_states(state)["midi-to-tables"] == "Completed"
+    assert _task_state(state, "midi-to-tables") == "Completed"
     assert (third["parsed"], third["reused"]) == (1, 5)
     assert third["version"] != first["version"]
     assert T.read_manifest(Store(store), "c")["version"] == third["version"]
@@ -61,7 +76,7 @@ def test_cache_is_not_trusted_when_the_artifact_is_gone(tmp_path):
     _, first = _run(source=str(corpus), store=store.uri, name="c")
     store.delete(S.version_root("c", first["version"]))
     state, again = _run(source=str(corpus), store=store.uri, name="c")
-    assert _task_states(state)["midi-to-tables"] == "Completed"
+    assert _task_state(state, "midi-to-tables") == "Completed"
     assert store.exists(S.manifest_key("c", again["version"]))
 
 
@@ -135,7 +150,7 @@ def test_build_into_s3_and_read_back_with_plain_pandas(tmp_path, s3_env):
     assert set(notes["split"].astype(str)) <= set(S.SPLITS)
 
     state, again = _run(source=str(corpus), store=s3_env, name="c")
-    assert _task_states(state)["midi-to-tables"] == "Cached"
+    assert _task_state(state, "midi-to-tables") == "Cached"
     # the S3 source path works as well: copy the corpus into the bucket and build from there
     src = Store(f"{s3_env}-src")
     for p in sorted(corpus.iterdir()):
@@ -250,7 +265,7 @@ def test_cli_hilbert_build_uses_recordings_reports_a_bad_one_and_reuses_shards(t
     assert [r["relpath"] for r in manifest["rejects"]] == ["gen-s9-00001.mid"]
 
     state, _ = _run(source=str(corpus), store=store.uri, name="c", encodings=["hilbert"])
-    assert _task_states(state)["render-images"] == "Cached"  # nothing changed: nothing rendered
+    assert _task_state(state, "render-images") == "Cached"  # nothing changed: nothing rendered
     # --strict: a piece left out fails the run, and the dataset version stays the published one
     state, _ = _run(source=str(corpus), store=store.uri, name="c", encodings=["hilbert"], strict=True,
                     hilbert={"audio": "recorded"})

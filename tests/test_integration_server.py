@@ -74,10 +74,20 @@ def _client_env(api: str, tmp: Path) -> dict:
     return env
 
 
-def _task_states(api: str, flow_run_id: str) -> dict[str, str]:
-    r = httpx.post(f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}}, timeout=10)
-    r.raise_for_status()
-    return {t["name"].rsplit("-", 1)[0]: t["state"]["name"] for t in r.json()}
+def _task_state(api: str, flow_run_id: str, task: str, timeout: float = 30.0) -> str:
+    """The final state name of a flow run's task; the server ingests task-run states from events
+    asynchronously, so poll until the task run is there and final."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = httpx.post(f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}}, timeout=10)
+        r.raise_for_status()
+        states = {t["name"].rsplit("-", 1)[0]: t["state"] for t in r.json()}
+        state = states.get(task)
+        if state is not None and state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return state["name"]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task {task!r} has no final state after {timeout} s: {states}")
+        time.sleep(0.2)
 
 
 def _flow_runs(api: str) -> list[dict]:
@@ -96,8 +106,8 @@ def test_cli_runs_are_recorded_and_the_rerun_is_cached(prefect_server, tmp_path)
     runs = [r for r in _flow_runs(prefect_server) if r["flow_id"] and r["state"]]
     ours = [r for r in runs if r["parameters"].get("params", {}).get("store") == store]
     assert [r["state"]["type"] for r in ours] == ["COMPLETED", "COMPLETED"]
-    assert _task_states(prefect_server, ours[0]["id"])["midi-to-tables"] == "Completed"
-    assert _task_states(prefect_server, ours[1]["id"])["midi-to-tables"] == "Cached"
+    assert _task_state(prefect_server, ours[0]["id"], "midi-to-tables") == "Completed"
+    assert _task_state(prefect_server, ours[1]["id"], "midi-to-tables") == "Cached"
 
 
 def test_served_deployment_runs_from_the_api_with_form_parameters(prefect_server, tmp_path):
