@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import queue
-import threading
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,41 +69,6 @@ def _torch_iterable_base():
 
 
 META_KEYS = tuple(SH.SHARD_COLUMNS.names)  # piece_id, window_start, transposition, noise_seed
-
-
-_DONE = object()  # end of an iteration's batches
-
-
-class _Failed:
-    """An exception raised while making batches, handed to the consumer."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-def _produce(batches: Iterator[tuple], ready: queue.Queue, stop: threading.Event) -> None:
-    """Put ``batches`` into ``ready`` in order, then ``_DONE`` (or ``_Failed``); give up once ``stop`` is set."""
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    try:
-        for batch in batches:
-            if not put(batch):
-                return
-        put(_DONE)
-    except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
-        put(_Failed(e))
-    finally:
-        batches.close()
 
 
 class _Shard:
@@ -180,12 +143,6 @@ class ShardDataset(_torch_iterable_base()):
         Shards read and decoded ahead in a background thread, each held decompressed (about 60 MB for a
         full-size enc2 shard of ~1,150 images). Two gave the fastest models a lower data-wait share than
         one on this 2-core machine (seq2seq 2.2–2.5 % against 2.5–4.3 %) at the same samples/s.
-    ready_batches
-        0 (default): each batch is gathered in the consumer's thread when it asks for it (0.3 ms for 64
-        enc2 images). N > 0: a second background thread keeps N finished batches ready. On a 2-core CPU
-        training with 2 torch threads that thread cut the data-wait share (lstm/seq2seq 1.4–5.7 % →
-        0.4–1.6 %) but cost 20–35 % of samples/s, the torch threads and it fighting for the cores; it is
-        for a consumer whose own thread is not busy computing (a GPU step) and reads in-process.
 
     Each DataLoader worker reads a disjoint subset of the shards (shard ``i`` goes to worker
     ``i mod num_workers`` after the epoch's shuffle), so an epoch yields every image exactly once. Batches
@@ -200,7 +157,7 @@ class ShardDataset(_torch_iterable_base()):
 
     def __init__(self, store_uri: str, name: str, split: str | None = "train", batch_size: int = 256,
                  shuffle: bool = True, seed: int = 0, version: str | None = None, drop_last: bool = False,
-                 prefetch: int = 2, ready_batches: int = 0):
+                 prefetch: int = 2):
         import torch
 
         super().__init__()
@@ -214,9 +171,6 @@ class ShardDataset(_torch_iterable_base()):
         self.seed = seed
         self.drop_last = drop_last
         self.prefetch = max(1, prefetch)
-        if ready_batches < 0:
-            raise ValueError(f"ready_batches must be >= 0, got {ready_batches}")
-        self.ready_batches = ready_batches
         # shared with DataLoader workers (forked or spawned), which read it when an epoch starts
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.manifest = read_dataset_manifest(Store(store_uri), name, version)
@@ -263,46 +217,16 @@ class ShardDataset(_torch_iterable_base()):
 
     def __iter__(self) -> Iterator[tuple]:
         import torch
+        from concurrent.futures import ThreadPoolExecutor
 
         info = torch.utils.data.get_worker_info()
         epoch = self.epoch
         shards = self._my_shards(epoch, info.id, info.num_workers) if info is not None else self._my_shards(epoch)
-        batches = self._batches(torch, shards, epoch, info is not None)
-        if self.ready_batches == 0:
-            yield from batches
-            return
-        # batches made in a background thread: the consumer only takes finished ones from a short queue
-        ready: queue.Queue = queue.Queue(maxsize=self.ready_batches)
-        stop = threading.Event()
-        producer = threading.Thread(target=_produce, args=(batches, ready, stop), name="midipix-batches",
-                                    daemon=True)
-        producer.start()
-        try:
-            while True:
-                item = ready.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, _Failed):
-                    raise item.error
-                yield item
-        finally:  # also when the consumer stops early: let the producer see it and end
-            stop.set()
-            while producer.is_alive():
-                try:
-                    ready.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-            producer.join()
-
-    def _batches(self, torch, shards: list[dict], epoch: int, shared: bool) -> Iterator[tuple]:
-        """The batches of ``shards`` in order. The next shard is read and decoded in a background thread
-        while this one is consumed, so a step never waits for a whole shard at a shard boundary (zstd
-        and copies release the GIL)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         store = Store(self.store_uri)
         pending: deque[_Shard] = deque()
         available = 0
+        # the next shard is read and decoded in a background thread while this one is consumed, so a
+        # training step never waits for a whole shard at a shard boundary (zstd and copies release the GIL)
         with ThreadPoolExecutor(max_workers=1) as pool:
             ahead = deque(pool.submit(self._load, store, s, epoch) for s in shards[:self.prefetch])
             for i in range(len(shards)):
@@ -312,10 +236,10 @@ class ShardDataset(_torch_iterable_base()):
                 pending.append(shard)
                 available += shard.rows
                 while available >= self.batch_size:
-                    yield self._batch(torch, pending, self.batch_size, shared)
+                    yield self._batch(torch, pending, self.batch_size, info is not None)
                     available -= self.batch_size
         if available and not self.drop_last:
-            yield self._batch(torch, pending, available, shared)
+            yield self._batch(torch, pending, available, info is not None)
 
     @staticmethod
     def _batch(torch, pending: deque[_Shard], n: int, shared: bool) -> tuple:

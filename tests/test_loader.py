@@ -224,32 +224,6 @@ def test_gather_rows_matches_fancy_indexing():
         np.testing.assert_array_equal(dst, whole[rows])
 
 
-def test_batches_come_from_a_background_thread_that_stops_with_the_consumer(published):
-    """With ``ready_batches``, a consumer that stops early (a ``break``, an early-stopped epoch) ends the
-    batch-making thread, and the batches are those of the in-thread path in the same order."""
-    import threading
-
-    store_uri, name, _, index = published
-    ds = ShardDataset(store_uri, name, split="train", batch_size=2, seed=1, ready_batches=2)
-    assert len(rows(index, "train")) >= 8
-    it = iter(ds)
-    first = next(it)
-    assert first[0].shape[0] == 2
-    producers = [t for t in threading.enumerate() if t.name == "midipix-batches"]
-    assert len(producers) == 1 and producers[0].is_alive()
-    it.close()
-    producers[0].join(timeout=10)
-    assert not producers[0].is_alive()
-    assert not [t for t in threading.enumerate() if t.name == "midipix-batches"]
-    # a full epoch after that is whole and in the in-thread order, and its thread is gone at the end too
-    got = epoch(ds)[0]
-    assert got == epoch(ShardDataset(store_uri, name, split="train", batch_size=2, seed=1))[0]
-    assert Counter(got) == Counter(rows(index, "train"))
-    assert not [t for t in threading.enumerate() if t.name == "midipix-batches" and t.is_alive()]
-    with pytest.raises(ValueError, match="ready_batches"):
-        ShardDataset(store_uri, name, split="train", ready_batches=-1)
-
-
 def test_a_damaged_shard_is_refused_by_the_dataset_and_its_workers(published):
     store_uri, name, manifest, _ = published
     store = Store(store_uri)
@@ -259,8 +233,6 @@ def test_a_damaged_shard_is_refused_by_the_dataset_and_its_workers(published):
     ds = ShardDataset(store_uri, name, split=bad["split"], batch_size=4)
     with pytest.raises(ValueError, match="does not match its manifest"):
         list(ds)
-    with pytest.raises(ValueError, match="does not match its manifest"):  # raised from the batch thread
-        list(ShardDataset(store_uri, name, split=bad["split"], batch_size=4, ready_batches=2))
     if not store_uri.startswith("s3://"):  # the same through a worker process (local only: torch then
         # waits MP_STATUS_CHECK_INTERVAL = 5 s per worker to join the workers after a worker's exception)
         with pytest.raises(ValueError, match="does not match its manifest"):
