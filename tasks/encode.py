@@ -61,6 +61,7 @@ import numba
 import numpy as np
 
 from storage_schemas.encodings import CHANNELS, MAX_LENGTH, ONSET, SUSTAIN, RollConfig
+from tasks.simd import BLOCK, blend_block, fill_run, store_block
 
 __all__ = [
     "GridNotes",
@@ -251,21 +252,18 @@ def _owned_stops(pitch, start, stop):
     return eff
 
 
-@numba.njit(cache=True, nogil=True)
-def _paint_note(flat, run_end, w0, p, r, s, e, vel, prog, hop, n_win, cols, wsize, plane, colour):
-    """Draw one note (pitch ``p``, row ``r``, columns ``s .. e-1``) into every window holding part of it.
+@numba.njit(cache=True, nogil=True, inline="always")  # no arrays: inlining adds no refcounts
+def _paint_note(addr, w0, r, s, e, vel, prog, hop, n_win, cols, wsize, plane, colour, overlap):
+    """Draw one note (row ``r``, columns ``s .. e-1``) into every window holding part of it, in the
+    zero-filled array at address ``addr`` (no array arguments: see :mod:`tasks.simd`).
 
-    Notes arrive in order of start column. ``run_end[p]`` is where the stretch drawn so far for the
-    pitch ends: a note starting inside it extends to its end and overwrites the earlier note's tail
-    from its own onset on, which is what cutting the earlier note there would draw (see "Same-pitch
-    overlaps"). ``w0`` is the first window that can hold column ``s``; it only moves forward, so no
-    division per note. Zero values are not written outside overlaps (``out`` starts zero-filled).
-    Returns the new ``w0``.
+    Notes arrive in order of start column; the caller keeps, per pitch, where the stretch drawn so far
+    ends (``run_end``): a note starting inside it (``overlap``) has ``e`` extended to its end and
+    overwrites the earlier note's tail from its own onset on, which is what cutting the earlier note
+    there would draw (see "Same-pitch overlaps"). ``w0`` is the first window that can hold column
+    ``s``; it only moves forward, so no division per note. Zero values are not written outside
+    overlaps. Returns the new ``w0``.
     """
-    overlap = run_end[p] > s
-    if overlap and run_end[p] > e:
-        e = run_end[p]
-    run_end[p] = e
     while w0 * hop + cols <= s:
         w0 += 1
     w = w0
@@ -274,26 +272,67 @@ def _paint_note(flat, run_end, w0, p, r, s, e, vel, prog, hop, n_win, cols, wsiz
     g8 = np.uint8(prog)
     with_vel = colour and (vel != 0 or overlap)
     with_prog = colour and (prog != 0 or overlap)
+    row_len = np.uint64(cols)
     base = np.uint64(w) * wsize + np.uint64(r * cols)  # flat indices are unsigned: no wrap-around
     while ws < e and w < n_win:
         ua = base + np.uint64((s if s > ws else ws) - ws)  # window columns a .. b-1, never empty
         ub = base + np.uint64((e if e < ws + cols else ws + cols) - ws)
-        k0 = ua
-        if s >= ws:
-            flat[ua] = ONSET
-            k0 = ua + np.uint64(1)
-        for k in range(k0, ub):
-            flat[k] = SUSTAIN
+        fill_run(addr, base, row_len, ua, ub, ONSET if s >= ws else SUSTAIN, SUSTAIN)
         if with_vel:
-            for k in range(ua + plane, ub + plane):
-                flat[k] = v8
+            fill_run(addr, base + plane, row_len, ua + plane, ub + plane, v8, v8)
         if with_prog:
-            for k in range(ua + plane + plane, ub + plane + plane):
-                flat[k] = g8
+            fill_run(addr, base + plane + plane, row_len, ua + plane + plane, ub + plane + plane, g8, g8)
         w += 1
         ws += hop
         base += wsize
     return w0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")  # no arrays: inlining adds no refcounts
+def _paint_segment(addr, row0, c, n, first, vel, prog, with_vel, with_prog, cols, plane):
+    """Columns ``c .. c+n-1`` (``n <= BLOCK <= cols``) of the row at flat index ``row0``: state ``first``
+    then ``SUSTAIN``, velocity and program where asked. Nothing at or after column ``c`` of the row
+    has been drawn (see :func:`_paint_short`): a block starting at ``c`` is stored whole, without
+    reading it; a block slid back from the row's end holds earlier pixels and is blended."""
+    m = np.uint64(n)
+    if c + BLOCK <= cols:
+        at = row0 + np.uint64(c)
+        zero = np.uint64(0)
+        store_block(addr, at, zero, m, np.uint8(first), np.uint8(SUSTAIN))
+        if with_vel:
+            store_block(addr, at + plane, zero, m, np.uint8(vel), np.uint8(vel))
+        if with_prog:
+            store_block(addr, at + plane + plane, zero, m, np.uint8(prog), np.uint8(prog))
+        return
+    block = row0 + np.uint64(cols - BLOCK)  # the row's last BLOCK bytes: stay inside the row
+    lo = np.uint64(c - (cols - BLOCK))
+    blend_block(addr, block, lo, m, np.uint8(first), np.uint8(SUSTAIN))
+    if with_vel:
+        blend_block(addr, block + plane, lo, m, np.uint8(vel), np.uint8(vel))
+    if with_prog:
+        blend_block(addr, block + plane + plane, lo, m, np.uint8(prog), np.uint8(prog))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")  # no arrays: inlining adds no refcounts
+def _paint_short(addr, wbase, ws, r, s, e, vel, prog, cols, plane, wsize, colour, overlap):
+    """Draw a short note without a loop: ``ws <= s < ws + cols`` (the window starting at column ``ws``,
+    flat index ``wbase`` of the zero-filled array at address ``addr``), ``e - s <= BLOCK <= cols``, and
+    when ``e > ws + cols`` the next window exists. ``overlap``: an earlier note of the pitch reaches
+    past ``s`` (and ``e`` is already at least where it ends), so zero velocity and program are written
+    too. The caller keeps ``run_end``. No array arguments: see :mod:`tasks.simd`.
+
+    Notes come in order of start column, so when this note is drawn nothing after column ``s`` of its
+    row has been drawn except the tail of the earlier note it overlaps, which it covers.
+    """
+    with_vel = colour and (vel != 0 or overlap)
+    with_prog = colour and (prog != 0 or overlap)
+    row0 = wbase + np.uint64(r * cols)
+    end = ws + cols
+    if e <= end:
+        _paint_segment(addr, row0, s - ws, e - s, ONSET, vel, prog, with_vel, with_prog, cols, plane)
+        return
+    _paint_segment(addr, row0, s - ws, end - s, ONSET, vel, prog, with_vel, with_prog, cols, plane)
+    _paint_segment(addr, row0 + wsize, 0, e - end, SUSTAIN, vel, prog, with_vel, with_prog, cols, plane)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -303,8 +342,12 @@ def _paint_spans(pitch, velocity, program, start, stop, pitch_lo, hop, out, colo
     plane = np.uint64(rows * cols)
     wsize = np.uint64(channels * rows * cols)
     run_end = np.zeros(256, np.int64)  # per pitch: where the stretch drawn so far ends
+    addr = np.uint64(flat.ctypes.data)
+    tiled = hop == cols and cols >= BLOCK  # windows side by side: the short-note path applies
     skipped = 0
     w0 = 0
+    ws = np.int64(0)  # first column of window w0 (tiled)
+    wbase = np.uint64(0)  # its flat index
     for i in range(pitch.shape[0]):
         p = np.int64(pitch[i])
         r = p - pitch_lo
@@ -315,8 +358,22 @@ def _paint_spans(pitch, velocity, program, start, stop, pitch_lo, hop, out, colo
         e = stop[i]
         if e <= s:
             continue
-        w0 = _paint_note(flat, run_end, w0, p, r, s, e, velocity[i], program[i], hop, n_win, cols, wsize, plane,
-                         colour)
+        held = run_end[p]
+        overlap = held > s
+        if overlap and held > e:
+            e = held
+        run_end[p] = e
+        if tiled:
+            while s >= ws + cols:  # the window holding column s
+                w0 += 1
+                ws += cols
+                wbase += wsize
+            if w0 < n_win and ws <= s and e - s <= BLOCK and (e <= ws + cols or w0 + 1 < n_win):
+                _paint_short(addr, wbase, ws, r, s, e, velocity[i], program[i], cols, plane, wsize, colour, overlap)
+                continue
+        w0 = _paint_note(addr, w0, r, s, e, velocity[i], program[i], hop, n_win, cols, wsize, plane, colour, overlap)
+        ws = w0 * hop
+        wbase = np.uint64(w0) * wsize
     return skipped
 
 
@@ -555,19 +612,35 @@ def _piece_end(onset, offset, fs, pretty):
 
 
 @numba.njit(cache=True, nogil=True)
+def _zero_windows(flat, lo, hi, wsize):
+    """Zero-fill windows ``lo .. hi-1`` of a flat image array; returns ``max(lo, hi)``."""
+    if hi <= lo:
+        return lo
+    flat[np.uint64(lo) * wsize : np.uint64(hi) * wsize] = 0
+    return hi
+
+
+@numba.njit(cache=True, nogil=True)
 def _render_piece_kernel(onset, offset, pitch, velocity, program, tempo, res, pretty, channels, pitch_lo, rows,
                          cols, hop, n_columns):
     """:func:`to_windows` in one call for the common case: columns, checks, allocation and drawing.
 
     Returns ``(out, n_columns, skipped, ok)``; ``ok`` is False (and ``out`` is to be discarded) when the
     notes are not sorted by start column or a MIDI value lies outside 0..127, for the caller to handle.
-    enc2/enc3 take one pass over the notes (seconds to columns, checks and drawing together).
+    enc2/enc3 take one pass over the notes (seconds to columns, checks and drawing together). With
+    windows side by side (``hop == cols``, the default) the output is zero-filled a window at a time,
+    just before the first note drawn into it, so that window is still in cache while it is drawn, and
+    short notes take :func:`_paint_short`; other notes and layouts take :func:`_paint_note`.
     """
     fs = 1.0 / res
     if n_columns < 0:
         n_columns = _piece_end(onset, offset, fs, pretty)
     n_win = 1 if n_columns <= cols else 1 + (n_columns - cols + hop - 1) // hop
-    out = np.zeros((n_win, channels, rows, cols), np.uint8)  # (W, C, rows, columns)
+    tiled = hop == cols and cols >= BLOCK and channels != 4  # windows side by side: short-note path, lazy zeroing
+    if tiled:  # zeroed a window at a time just before it is drawn (while it is in cache), the rest at the end
+        out = np.empty((n_win, channels, rows, cols), np.uint8)
+    else:
+        out = np.zeros((n_win, channels, rows, cols), np.uint8)  # (W, C, rows, columns)
     if channels == 4:
         start, stop, _, ordered = _columns_kernel(onset, offset, res, pretty)
         lo, hi = _value_range(pitch, velocity, program)
@@ -580,9 +653,13 @@ def _render_piece_kernel(onset, offset, pitch, velocity, program, tempo, res, pr
     plane = np.uint64(rows * cols)
     wsize = np.uint64(channels * rows * cols)
     run_end = np.zeros(256, np.int64)
+    addr = np.uint64(flat.ctypes.data)
     colour = channels == 3
     skipped = 0
     w0 = 0
+    zeroed = 0  # windows 0 .. zeroed-1 are zero-filled (tiled only)
+    ws = np.int64(0)  # first column of window w0
+    wbase = np.uint64(0)  # flat index of window w0
     previous = np.int64(-(2 ** 62))
     for i in range(onset.shape[0]):
         s = _column_of(onset[i], fs, pretty)
@@ -592,7 +669,7 @@ def _render_piece_kernel(onset, offset, pitch, velocity, program, tempo, res, pr
         p = np.int64(pitch[i])
         vel = np.int64(velocity[i])
         prog = np.int64(program[i])
-        if s < previous or p < 0 or p > 127 or vel < 0 or vel > 127 or prog < 0 or prog > 127:
+        if s < previous or np.uint64(p | vel | prog) > np.uint64(127):  # unsorted, or a value outside 0..127
             return out, n_columns, skipped, False
         previous = s
         r = p - pitch_lo
@@ -601,7 +678,30 @@ def _render_piece_kernel(onset, offset, pitch, velocity, program, tempo, res, pr
             continue
         if e <= s:
             continue
-        w0 = _paint_note(flat, run_end, w0, p, r, s, e, vel, prog, hop, n_win, cols, wsize, plane, colour)
+        held = run_end[p]
+        overlap = held > s
+        if overlap and held > e:
+            e = held
+        run_end[p] = e
+        if tiled:
+            while s >= ws + cols:  # the window holding column s (hop == cols: exactly one)
+                w0 += 1
+                ws += cols
+                wbase += wsize
+            if w0 < n_win and ws <= s and e - s <= BLOCK:
+                reach = w0 + 1 if e <= ws + cols else w0 + 2  # windows the note touches: w0 .. reach-1
+                if reach <= n_win:
+                    if zeroed < reach:  # first note in these windows: zero them (and any skipped) now
+                        flat[np.uint64(zeroed) * wsize : np.uint64(reach) * wsize] = 0
+                        zeroed = reach
+                    _paint_short(addr, wbase, ws, r, s, e, vel, prog, cols, plane, wsize, colour, overlap)
+                    continue
+            zeroed = _zero_windows(flat, zeroed, min(n_win, (e - 1) // cols + 1), wsize)
+        w0 = _paint_note(addr, w0, r, s, e, vel, prog, hop, n_win, cols, wsize, plane, colour, overlap)
+        ws = w0 * hop
+        wbase = np.uint64(w0) * wsize
+    if tiled:
+        _zero_windows(flat, zeroed, n_win, wsize)
     return out, n_columns, skipped, True
 
 

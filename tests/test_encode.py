@@ -18,6 +18,7 @@ from conftest import shared_midi_files
 from storage_schemas.encodings import ONSET, SUSTAIN, RollConfig
 from tasks import encode as E
 from tasks.midi import read_midi
+from tasks.simd import BLOCK
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ENCODINGS = ("enc1", "enc2", "enc3")
@@ -132,16 +133,19 @@ def test_tempo_at_follows_the_tempo_map():
 def kernel_case(draw):
     """Random notes on a small roll: out-of-range pitches, same-pitch overlaps and repeated start columns,
     zero and negative lengths (the pretty_midi convention makes those), notes past the last window,
-    overlapping windows."""
+    overlapping windows. Rows of at least ``tasks.simd.BLOCK`` columns with windows side by side (the
+    kernels' short-note path: notes up to BLOCK columns, near a row's end, across a window boundary)
+    are drawn as often as narrow rows."""
     rows = draw(st.integers(1, 8))
     pitch_lo = draw(st.integers(2, 100))
-    cols = draw(st.integers(1, 24))
-    hop = draw(st.integers(1, cols))
+    cols = draw(st.one_of(st.integers(1, 24), st.integers(BLOCK, BLOCK + 40)))
+    hop = draw(st.one_of(st.just(cols), st.integers(1, cols)))
     n_win = draw(st.integers(1, 6))
     n = draw(st.integers(0, 50))
     ints = lambda lo, hi: st.lists(st.integers(lo, hi), min_size=n, max_size=n)  # noqa: E731
     start = np.array(draw(ints(0, n_win * hop + cols)), np.int64)
-    length = np.array(draw(ints(-3, 3 * cols)), np.int64)
+    length = np.array(draw(st.lists(st.one_of(st.integers(-3, 3 * cols), st.integers(1, BLOCK + 2)),
+                                    min_size=n, max_size=n)), np.int64)
     order = np.argsort(start, kind="stable")
     return dict(
         pitch=np.array(draw(ints(pitch_lo - 2, pitch_lo + rows + 1)), np.uint8)[order],
