@@ -35,8 +35,10 @@ hilbert      ``to_hilbert`` / ``from_hilbert`` (order 8, a batch of ``--hilbert-
              curve that places samples one at a time (timed on a few blocks, scaled to the batch) and
              against ``np.copyto`` of the same bytes.
 
-Fast measurements are repeated (``--repeats``, default 3; Hilbert 7) and the median reported; the dataset
-builds run once each (they are the slow part). Results are printed as a table and written as JSON to
+Fast measurements are repeated (``--repeats``, default 3; Hilbert 7) and the median reported; the compare
+section runs ``--compare-repeats`` (default 7) interleaved rounds, ours and symusic back to back in each and
+taking turns to go first, and also prints their ratio's range over the rounds. The dataset builds run once
+each (they are the slow part). Results are printed as a table and written as JSON to
 ``<out>/bench_encodings.json``.
 """
 
@@ -187,16 +189,22 @@ def bench_compare(pieces: list[dict], cols: dict, subset: int, repeats: int) -> 
 
     ours(), ours_grid(), sym(), pretty()  # untimed warm-up (numba kernels loaded, first-call costs)
     out = {"pieces": len(chosen), "notes": notes}
-    # interleaved rounds so that a change in machine load hits all contenders alike
+    # interleaved rounds so that a change in machine load hits all contenders alike; ours and symusic,
+    # the close pair, run back to back in each round, first one then the other first
     times = defaultdict(list)
-    for _ in range(repeats):
-        for name, fn in (("ours_enc2", ours), ("symusic", sym), ("ours_enc2_grid", ours_grid),
-                         ("symusic_3modes", sym3), ("pretty_midi", pretty)):
+    contenders = [("ours_enc2", ours), ("symusic", sym), ("ours_enc2_grid", ours_grid), ("symusic_3modes", sym3),
+                  ("pretty_midi", pretty)]
+    for k in range(repeats):
+        if k % 2:
+            contenders[0], contenders[1] = contenders[1], contenders[0]
+        for name, fn in contenders:
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
     for name, ts in times.items():
         out[name] = {"s": statistics.median(ts), "runs_s": ts}
+    pairs = [b / a for a, b in zip(times["ours_enc2"], times["symusic"])]
+    out["symusic_over_ours_by_round"] = {"min": min(pairs), "median": statistics.median(pairs), "max": max(pairs)}
     # what the outputs hold (bytes written per piece, on average over the subset)
     out["ours_bytes_per_piece"] = float(np.mean([
         to_windows(c["pitch"], c["velocity"], c["program"], c["onset_s"], c["offset_s"], cfg).images.nbytes
@@ -541,6 +549,7 @@ def main() -> None:
     ap.add_argument("--sections", default="compare,full,incremental,hilbert")
     ap.add_argument("--subset", type=int, default=100, help="pieces for the pretty_midi / symusic comparison")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--compare-repeats", type=int, default=7, help="interleaved rounds of the compare section")
     ap.add_argument("--hilbert-batch", type=int, default=256)
     ap.add_argument("--hilbert-recursive-blocks", type=int, default=2)
     ap.add_argument("--wait-quiet", type=float, default=120.0, metavar="S",
@@ -567,13 +576,15 @@ def main() -> None:
     print(f"  load average before timing: {load_start:.2f}", flush=True)
     R_ = args.repeats
     res: dict = {"load_avg_start": load_start, "config": {
-        "pieces": args.pieces, "minutes": args.minutes, "notes": n_notes, "repeats": R_, "subset": args.subset,
+        "pieces": args.pieces, "minutes": args.minutes, "notes": n_notes, "repeats": R_, "compare_repeats": args.compare_repeats,
+        "subset": args.subset,
         "cpus": os.cpu_count(), "python": platform.python_version(),
         "versions": {p: md.version(p) for p in ("numpy", "numba", "pyarrow", "pretty_midi", "symusic")}}}
     rows = []
 
     if "compare" in sections:
-        c = bench_compare(pieces, cols, args.subset, R_)
+        R_c = args.compare_repeats
+        c = bench_compare(pieces, cols, args.subset, R_c)
         res["compare"] = c
         base = c["ours_enc2"]["s"]
         rows.append(("enc2 ours, 1 thr", f"{c['notes'] / base / 1e6:.1f} M notes/s", "", "", "", ""))
@@ -586,6 +597,9 @@ def main() -> None:
         r = c["symusic"]["s"] / base
         rows.append(("enc2 vs symusic pianoroll(onset,frame)", f"{c['symusic']['s'] * 1e3:.1f} ms / {base * 1e3:.1f} ms",
                      "B symusic", f"{r:.2f}x", ">= 1x", verdict("vs_symusic", r)))
+        q = c["symusic_over_ours_by_round"]
+        rows.append(("  info: same, round by round", f"{c['ours_enc2']['s'] * 1e3:.1f} ms (median of {R_c})",
+                     "B symusic", f"{q['min']:.2f}-{q['max']:.2f}x", "", ""))
         r = c["symusic"]["s"] / c["ours_enc2_grid"]["s"]
         rows.append(("  info: from grid columns vs symusic", f"{c['symusic']['s'] * 1e3:.1f} ms / "
                      f"{c['ours_enc2_grid']['s'] * 1e3:.1f} ms", "B symusic", f"{r:.2f}x", "", ""))

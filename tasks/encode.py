@@ -56,6 +56,7 @@ column 0 of the next window without an onset, is one note.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -121,9 +122,11 @@ class GridNotes:
         return self.stop_col * self.resolution_s
 
 
-@dataclass(frozen=True)
-class Windows:
-    """All windows of one piece: ``images[w]`` covers piece columns ``starts[w] .. starts[w] + columns - 1``."""
+class Windows(NamedTuple):
+    """All windows of one piece: ``images[w]`` covers piece columns ``starts[w] .. starts[w] + columns - 1``.
+
+    A named tuple rather than a frozen dataclass: one is made per piece rendered, and a frozen
+    dataclass's ``__init__`` costs several times as much."""
 
     images: np.ndarray  # (W, C, rows, columns) uint8
     starts: np.ndarray  # (W,) int64
@@ -770,7 +773,7 @@ def to_windows(
         n_cols = int(end) if n_columns is None else int(n_columns)
         out = np.zeros((_n_windows(n_cols, cfg),) + cfg.shape, np.uint8)
         skipped = _render(out, pitch, velocity, program, start, stop, ordered, cfg, tempo_bpm)
-    starts = np.arange(out.shape[0], dtype=np.int64) * cfg.hop_columns
+    starts = np.arange(0, out.shape[0] * cfg.hop_columns, cfg.hop_columns, dtype=np.int64)
     return Windows(images=out, starts=starts, n_columns=int(n_cols), n_skipped=int(skipped))
 
 
