@@ -1,9 +1,11 @@
-"""Byte-span fills for the rendering kernels, as 32-byte vector read-modify-writes.
+"""Byte-span fills for the rendering kernels, as 32-byte vector stores.
 
-Piano-roll notes are short runs of equal bytes (at 0.05 s per column, MAESTRO-like notes are 3 to 13
-columns long for 80 % of them). Written byte by byte, each run is a loop whose trip count the branch
-predictor cannot guess, or a ``memset`` call; here a run of up to ``BLOCK`` bytes inside one image row is
-one unaligned 32-byte load, two lane compares, two selects and one store, with no branch on its length.
+Piano-roll notes are short runs of equal bytes (at 0.05 s per column, 80 % of the notes of the
+MAESTRO-sized generated bench corpus are 3 to 13 columns long). Written byte by byte, each run is a loop
+whose trip count the branch predictor cannot guess, or a ``memset`` call; here a run of up to ``BLOCK``
+bytes is two lane compares, two selects and one unaligned 32-byte store, with no branch on its length:
+:func:`store_block` writes the block's other bytes as zeros, :func:`blend_block` reads the block first
+and keeps them.
 
 The functions take the array's base address (``arr.ctypes.data``) and flat indices instead of the array:
 a numba function that receives an array increments and decrements its reference count around every call

@@ -330,6 +330,31 @@ def test_enc1_clips_lengths_at_255_columns():
     assert got2.stop_col.tolist() == [320]  # enc2 keeps any length
 
 
+@pytest.mark.parametrize("encoding", ["enc2", "enc3"])
+def test_to_windows_zero_fills_windows_lazily_even_in_reused_memory(encoding):
+    """With windows side by side the output starts uninitialised and is zeroed a window at a time: every
+    window, the ones no note reaches (a gap, the padding after ``n_columns``) included, must come out as
+    the plain twin draws it. The heap is dirtied first with blocks of the output's size filled with 0xFF,
+    so that memory handed back by the allocator is not zero by luck."""
+    cfg = RollConfig(encoding)
+    # notes in windows 0, 3 (one crossing into 4) and 6 of 10; window 1, 2, 5, 7..9 stay empty
+    start = np.array([5, 30, 610, 790, 1230], np.int64)
+    stop = np.array([9, 62, 640, 805, 1233], np.int64)
+    pitch = np.array([60, 61, 62, 63, 64], np.uint8)
+    velocity = np.array([90, 80, 70, 60, 50], np.uint8)
+    program = np.zeros(5, np.uint8)
+    n_columns = 2000
+    want = np.zeros((10,) + cfg.shape, np.uint8)
+    run_kernel(encoding, pitch, velocity, program, None, start, stop, cfg.pitch_lo, cfg.hop_columns, want,
+               reference=True)
+    nbytes = want.nbytes
+    for _ in range(5):
+        dirt = [np.full(nbytes, 0xFF, np.uint8) for _ in range(4)]
+        del dirt
+        win = E.to_windows(pitch, velocity, program, start * RES, stop * RES, cfg, n_columns=n_columns)
+        assert np.array_equal(win.images, want)
+
+
 def test_pedal_draws_to_the_pedal_release():
     cfg = RollConfig("enc2", pedal=True)
     with pytest.raises(ValueError, match="offset_pedal_s"):
