@@ -192,12 +192,10 @@ def bench_compare(pieces: list[dict], cols: dict, subset: int, repeats: int) -> 
     # interleaved rounds so that a change in machine load hits all contenders alike; ours and symusic,
     # the close pair, run back to back in each round, first one then the other first
     times = defaultdict(list)
-    contenders = [("ours_enc2", ours), ("symusic", sym), ("ours_enc2_grid", ours_grid), ("symusic_3modes", sym3),
-                  ("pretty_midi", pretty)]
+    pair = [("ours_enc2", ours), ("symusic", sym)]
+    rest = [("ours_enc2_grid", ours_grid), ("symusic_3modes", sym3), ("pretty_midi", pretty)]
     for k in range(repeats):
-        if k % 2:
-            contenders[0], contenders[1] = contenders[1], contenders[0]
-        for name, fn in contenders:
+        for name, fn in (pair if k % 2 == 0 else pair[::-1]) + rest:
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
@@ -576,8 +574,8 @@ def main() -> None:
     print(f"  load average before timing: {load_start:.2f}", flush=True)
     R_ = args.repeats
     res: dict = {"load_avg_start": load_start, "config": {
-        "pieces": args.pieces, "minutes": args.minutes, "notes": n_notes, "repeats": R_, "compare_repeats": args.compare_repeats,
-        "subset": args.subset,
+        "pieces": args.pieces, "minutes": args.minutes, "notes": n_notes, "repeats": R_,
+        "compare_repeats": args.compare_repeats, "subset": args.subset,
         "cpus": os.cpu_count(), "python": platform.python_version(),
         "versions": {p: md.version(p) for p in ("numpy", "numba", "pyarrow", "pretty_midi", "symusic")}}}
     rows = []
