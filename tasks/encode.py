@@ -694,7 +694,8 @@ def _render_piece_kernel(onset, offset, pitch, velocity, program, tempo, res, pr
             if w0 < n_win and ws <= s and e - s <= BLOCK:
                 reach = w0 + 1 if e <= ws + cols else w0 + 2  # windows the note touches: w0 .. reach-1
                 if reach <= n_win:
-                    if zeroed < reach:  # first note in these windows: zero them (and any skipped) now
+                    if zeroed < reach:  # first note in these windows: zero them (and any skipped) now;
+                        # written out rather than _zero_windows: that call takes the array (refcounts per note)
                         flat[np.uint64(zeroed) * wsize : np.uint64(reach) * wsize] = 0
                         zeroed = reach
                     _paint_short(addr, wbase, ws, r, s, e, vel, prog, cols, plane, wsize, colour, overlap)
