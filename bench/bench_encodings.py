@@ -18,7 +18,7 @@ compare      enc2 from one piece's rows of the notes table, one thread, on ``--s
                encode_velocity=True)`` on a score built beforehand at tpq 10 and 120 bpm (one tick = 0.05 s)
                whose notes are already on our column grid (integer ticks): a (2, 1, 88, T) uint8 array,
                onset and frame channels holding the velocity, not windowed.
-             ours ``tasks.encode.to_windows`` (enc2): float seconds -> columns, same-pitch overlap
+             ours ``tasks.kernels.rolls.to_windows`` (enc2): float seconds -> columns, same-pitch overlap
                resolution, all 200-column windows of the piece as (W, 3, 88, 200) uint8: state
                (ONSET/SUSTAIN), velocity and program channels.
              info: ours from the integer grid symusic gets (``note_columns`` done beforehand, untimed), drawn
@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as B
 
 ROOT = B.ROOT
-from tasks.settings import apply_prefect_defaults
+from tasks.storage.settings import apply_prefect_defaults
 
 apply_prefect_defaults()
 
@@ -109,7 +109,7 @@ def make_symusic(nc: dict):
     from symusic.core import NoteTickList
 
     from storage_schemas.encodings import RollConfig
-    from tasks.encode import note_columns
+    from tasks.kernels.rolls import note_columns
 
     start, stop = note_columns(nc["onset_s"], nc["offset_s"], RollConfig("enc2"))
     score = symusic.Score(10)
@@ -128,7 +128,7 @@ def symusic_roll(score):
 def check_masks(nc: dict) -> dict:
     """Do ours and the baselines light the same pixels? (frame and onset masks, pitch rows 21..108)."""
     from storage_schemas.encodings import ONSET, RollConfig
-    from tasks.encode import stitch_windows, to_windows
+    from tasks.kernels.rolls import stitch_windows, to_windows
 
     res = {}
     # symusic vs ours (midipix convention): frame = any pixel of a note, onset = the ONSET pixels
@@ -152,8 +152,8 @@ def check_masks(nc: dict) -> dict:
 
 def bench_compare(pieces: list[dict], cols: dict, subset: int, repeats: int) -> dict:
     from storage_schemas.encodings import RollConfig
-    from tasks import encode as E
-    from tasks.encode import to_windows
+    from tasks.kernels import rolls as E
+    from tasks.kernels.rolls import to_windows
 
     idx = np.linspace(0, len(pieces) - 1, min(subset, len(pieces))).round().astype(int)
     chosen = [piece_cols(cols, pieces[i]) for i in idx]
@@ -218,7 +218,7 @@ def bench_compare(pieces: list[dict], cols: dict, subset: int, repeats: int) -> 
 
 def ours_split(chosen: list[dict], cfg) -> dict:
     """Seconds over the subset: to_windows, the numba kernel alone, an empty piece (fixed costs)."""
-    from tasks import encode as E
+    from tasks.kernels import rolls as E
 
     def kernel():
         for c in chosen:
@@ -249,7 +249,7 @@ def ours_split(chosen: list[dict], cfg) -> dict:
 
 def render_all(pieces: list[dict], cols: dict, encoding: str, threads: int) -> int:
     from storage_schemas.encodings import RollConfig
-    from tasks.encode import to_windows
+    from tasks.kernels.rolls import to_windows
 
     cfg = RollConfig(encoding)
 
@@ -268,7 +268,7 @@ def render_kept(groups: list[list[dict]], cols: dict, encoding: str, threads: in
     """to_windows as the build calls it: one job per shard, the shard's outputs kept until its end and then
     concatenated (as ``build_image_dataset`` does before encoding the shard); nothing else."""
     from storage_schemas.encodings import RollConfig
-    from tasks.encode import to_windows
+    from tasks.kernels.rolls import to_windows
 
     cfg = RollConfig(encoding)
 
@@ -317,7 +317,7 @@ class Probe:
 
 
 def timed_store(uri: str, probe: Probe):
-    from tasks.store import Store
+    from tasks.storage.store import Store
 
     class TimedStore(Store):
         def put_if_absent(self, key, data):
@@ -335,8 +335,8 @@ def timed_store(uri: str, probe: Probe):
 def build_dataset(store_dir: Path, tables_manifest: dict, encoding: str, previous=None, previous_images=None,
                   workers: int = 2) -> dict:
     """One ``build_image_dataset`` + publish, instrumented; wall, CPU and the breakdown."""
-    from tasks import encode as E
-    from tasks import render as R
+    from tasks.kernels import rolls as E
+    from tasks.steps import render as R
 
     probe = Probe()
     store = timed_store(str(store_dir), probe)
@@ -369,13 +369,13 @@ def shard_micro(store_dir: Path, pieces: list[dict], cols: dict, manifest: dict,
 
     from storage_schemas import shards as SH
     from storage_schemas.encodings import RollConfig
-    from tasks.encode import to_windows
-    from tasks.shards import encode_shard, group_pieces
-    from tasks.store import Store
+    from tasks.kernels.rolls import to_windows
+    from tasks.storage.shards import encode_shard, group_pieces
+    from tasks.storage.store import Store
 
     by_sha = {}
     store = Store(str(store_dir))
-    from tasks import render as R
+    from tasks.steps import render as R
     for row in R._load_pieces(store, manifest):
         by_sha[row["sha256"]] = row
     train = sorted((r for r in by_sha.values() if r["split"] == "train"), key=lambda r: r["sha256"])
@@ -440,7 +440,7 @@ def shard_micro(store_dir: Path, pieces: list[dict], cols: dict, manifest: dict,
 
 
 def decode(data):
-    from tasks.shards import iter_batches
+    from tasks.storage.shards import iter_batches
 
     batches = list(iter_batches(data))
     return np.concatenate([b[0] for b in batches])
@@ -484,7 +484,7 @@ def recursive_place(block, order: int, image=None, decode_into=None):
 
 
 def bench_hilbert(batch: int, order: int, repeats: int, rec_blocks: int) -> dict:
-    from tasks.hilbert import from_hilbert, hilbert_inverse_index, to_hilbert
+    from tasks.kernels.hilbert import from_hilbert, hilbert_inverse_index, to_hilbert
 
     n, side = 1 << (2 * order), 1 << order
     rng = np.random.default_rng(0)
@@ -660,8 +660,8 @@ def main() -> None:
         manifest2 = B.ensure_tables(tables_dir, paths + [extra], publish=False)
         import shutil
 
-        from tasks import render as R
-        from tasks.store import Store
+        from tasks.steps import render as R
+        from tasks.storage.store import Store
         img_dir = out / "stores" / "images-full"
         shutil.copytree(tables_dir / "tables", img_dir / "tables", dirs_exist_ok=True)
         old_split = {r["sha256"]: r["split"] for r in R._load_pieces(Store(str(tables_dir)), manifest)}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark: the training data loader (``tasks.loader.ShardDataset``), from a local cache and from S3.
+"""Benchmark: the training data loader (``tasks.steps.loader.ShardDataset``), from a local cache and from S3.
 
 Usage::
 
@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as B
 
 ROOT = B.ROOT
-from tasks.settings import apply_prefect_defaults
+from tasks.storage.settings import apply_prefect_defaults
 
 apply_prefect_defaults()
 
@@ -58,9 +58,9 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "bench-key", "AWS_SECRET_ACCESS_KEY": "bench-secr
 
 def ensure_dataset(store_dir: Path, tables_dir: Path, tables_manifest: dict, encoding: str) -> tuple[dict, float]:
     """The dataset built and published in ``store_dir`` (tables copied in first); (manifest, build s or 0)."""
-    from tasks import render as R
-    from tasks.loader import read_dataset_manifest
-    from tasks.store import Store
+    from tasks.steps import render as R
+    from tasks.steps.loader import read_dataset_manifest
+    from tasks.storage.store import Store
 
     store = Store(str(store_dir))
     name = f"{B.TABLES_NAME}.{encoding}"
@@ -82,7 +82,7 @@ def ensure_dataset(store_dir: Path, tables_dir: Path, tables_manifest: dict, enc
 
 def epoch(uri: str, name: str, workers: int, seed_epoch: int, batch_size: int) -> dict:
     """One epoch through a DataLoader: wall, time to the first batch, images."""
-    from tasks.loader import ShardDataset, make_loader
+    from tasks.steps.loader import ShardDataset, make_loader
 
     t0 = time.perf_counter()
     ds = ShardDataset(uri, name, split="train", batch_size=batch_size, shuffle=True, seed=0)
@@ -121,10 +121,10 @@ def reference_paths(uri: str, name: str, batch_size: int) -> dict:
     import numpy as np
 
     from storage_schemas import shards as SH
-    from tasks.loader import ShardDataset
-    from tasks.loader import gather_rows
-    from tasks.shards import iter_batches
-    from tasks.store import Store
+    from tasks.steps.loader import ShardDataset
+    from tasks.steps.loader import gather_rows
+    from tasks.storage.shards import iter_batches
+    from tasks.storage.store import Store
 
     ds = ShardDataset(uri, name, split="train", batch_size=batch_size, shuffle=True, seed=0)
     store = Store(uri)
@@ -170,7 +170,7 @@ def ipc_floor(batches: int, shape: tuple, workers: int = 2) -> dict:
     import torch
     from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-    from tasks.loader import _empty
+    from tasks.steps.loader import _empty
 
     class Const(IterableDataset):
         def __init__(self, shared):
@@ -198,7 +198,7 @@ def profile_worker_path(uri: str, name: str, batch_size: int, out_dir: Path) -> 
     import io
     import pstats
 
-    from tasks.loader import ShardDataset
+    from tasks.steps.loader import ShardDataset
 
     ds = ShardDataset(uri, name, split="train", batch_size=batch_size, shuffle=True, seed=0)
     prof = cProfile.Profile()
@@ -258,7 +258,7 @@ def start_moto() -> tuple[subprocess.Popen, str]:
 def point_settings_at(endpoint: str) -> None:
     import s3fs
 
-    from tasks.settings import reload_settings
+    from tasks.storage.settings import reload_settings
 
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         os.environ.pop(name, None)
@@ -268,7 +268,7 @@ def point_settings_at(endpoint: str) -> None:
 
 
 def copy_tables(src_dir: Path, dst_uri: str) -> int:
-    from tasks.store import Store
+    from tasks.storage.store import Store
 
     src, dst = Store(str(src_dir)), Store(dst_uri)
     keys = src.list("tables")
@@ -317,7 +317,7 @@ def main() -> None:
         "train_images": n_train, "train_shards": len(train), "cpus": os.cpu_count(), "python": platform.python_version(),
         "versions": {p: md.version(p) for p in ("torch", "numpy", "pyarrow", "s3fs", "moto")}}}
 
-    from tasks.loader import pull_dataset
+    from tasks.steps.loader import pull_dataset
 
     cache = B.fresh_dir(out / "stores" / "loader-cache")
     t = time.perf_counter()
@@ -344,8 +344,8 @@ def main() -> None:
             t = time.perf_counter()
             n_keys = copy_tables(tables_dir, uri)
             res["s3_copy_tables_s"] = time.perf_counter() - t
-            from tasks import render as R
-            from tasks.store import Store
+            from tasks.steps import render as R
+            from tasks.storage.store import Store
 
             print(f"S3 (moto at {endpoint}): {n_keys} table files copied in {res['s3_copy_tables_s']:.2f} s; "
                   f"building {name} into it ...", flush=True)

@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tasks.settings import apply_prefect_defaults  # noqa: E402
+from tasks.storage.settings import apply_prefect_defaults  # noqa: E402
 from benchlib import timed, wait_quiet  # noqa: E402
 
 apply_prefect_defaults()  # before anything can import prefect
@@ -83,7 +83,7 @@ def ensure_corpus(folder: Path, pieces: int, minutes: float) -> tuple[list[Path]
         if (info.get("pieces") == pieces and info.get("minutes") == minutes and len(paths) == pieces
                 and sum(p.stat().st_size for p in paths) == info.get("bytes")):
             return paths, 0.0
-    from tasks.generate import generate_corpus
+    from tasks.kernels.corpus import generate_corpus
 
     t0 = time.perf_counter()
     paths = generate_corpus(folder, n=pieces, seed=SEED, minutes=minutes)
@@ -165,13 +165,13 @@ def symusic_parse(paths: list[Path], threads: int) -> None:
 def symusic_tables(paths: list[Path]) -> dict:
     """Information for the issue's author: symusic's parse *plus* the same tables' columns, in seconds
     through symusic's own tempo-map conversion (``Score.to("second")``), encoded with our Parquet
-    settings (``tasks.tables._parquet_bytes``), one thread. No sustain-pedal offsets, splits, hashes or
+    settings (``tasks.steps.tables._parquet_bytes``), one thread. No sustain-pedal offsets, splits, hashes or
     store writes: a lower bound for a symusic-based build of these tables."""
     import numpy as np
     import pyarrow as pa
     from symusic import Score
 
-    from tasks.tables import _parquet_bytes
+    from tasks.steps.tables import _parquet_bytes
 
     t0 = time.perf_counter()
     notes: dict[str, list] = {k: [] for k in ("piece_id", "track", "program", "pitch", "velocity", "onset_tick",
@@ -220,11 +220,11 @@ def symusic_note_count(paths: list[Path]) -> int:
 
 def ours_build(source, workers: int) -> dict:
     """fingerprint -> build_tables -> write_table_set into a fresh temporary store; phase times."""
-    from tasks import tables as T
-    from tasks.sources import fingerprint, read_file_bytes
-    from tasks.store import Store
+    from tasks.steps import tables as T
+    from tasks.storage.sources import fingerprint, read_file_bytes
+    from tasks.storage.store import Store
 
-    from tasks.settings import reload_settings
+    from tasks.storage.settings import reload_settings
 
     tmp = tempfile.mkdtemp(prefix="midipix-bench-store-")
     os.environ["MIDIPIX_CACHE_DIR"] = os.path.join(tmp, "cache")  # no fingerprint cache: hash every file
@@ -256,9 +256,9 @@ def breakdown(paths: list[Path]) -> dict:
     """Where our time goes, one thread, each step alone: file I/O, sha256, parse, assemble, encode, write."""
     import hashlib
 
-    from tasks import tables as T
-    from tasks.midi import read_midi
-    from tasks.store import Store
+    from tasks.steps import tables as T
+    from tasks.kernels.midi import read_midi
+    from tasks.storage.store import Store
 
     out = {}
     t = time.perf_counter()
@@ -304,7 +304,7 @@ def breakdown(paths: list[Path]) -> dict:
 
 def kernel_split(blobs: list[bytes]) -> dict:
     """Seconds in each numba kernel of ``read_midi`` over ``blobs`` (the rest is NumPy glue around them)."""
-    from tasks import midi as M
+    from tasks.kernels import midi as M
 
     names = [n for n in dir(M) if n.endswith("_kernel") and callable(getattr(M, n))]
     spent = dict.fromkeys(names, 0.0)
@@ -551,8 +551,8 @@ def main() -> None:
 
     import importlib.metadata as md
 
-    from tasks.midi import read_midi
-    from tasks.sources import list_files
+    from tasks.kernels.midi import read_midi
+    from tasks.storage.sources import list_files
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

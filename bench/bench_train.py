@@ -16,7 +16,7 @@ Usage::
    (median of ``--repeats``), and the time of the first ``--steps`` batches, i.e. the data wait a training
    run of that many steps cannot avoid.
 4. Every model in ``models.registry.MODEL_NAMES`` (the autoencoder on hilbert, every other on enc2) is
-   trained with ``tasks.train.train_model`` with its default config for one epoch of at most ``--steps``
+   trained with ``tasks.steps.train.train_model`` with its default config for one epoch of at most ``--steps``
    steps, reading from the cache, into a fresh temporary store (so nothing resumes). Samples/s and the
    data-wait share are the trainer's own figures (``TrainResult.history``: time blocked in ``iter`` /
    ``next`` of the training data over the training loop's time); steps/s = steps / loop time. Target:
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tasks.settings import apply_prefect_defaults  # noqa: E402
+from tasks.storage.settings import apply_prefect_defaults  # noqa: E402
 
 apply_prefect_defaults()  # before anything can import prefect
 
@@ -122,8 +122,8 @@ def ensure_dataset(out: Path, source: str, hop: int) -> tuple[Path, dict]:
 
 
 def _published(store: Path, encoding: str) -> bool:
-    from tasks.loader import read_dataset_manifest
-    from tasks.store import Store
+    from tasks.steps.loader import read_dataset_manifest
+    from tasks.storage.store import Store
 
     try:
         read_dataset_manifest(Store(str(store)), f"{TABLES_NAME}.{encoding}")
@@ -133,7 +133,7 @@ def _published(store: Path, encoding: str) -> bool:
 
 
 def pull(store: Path, cache: Path) -> dict:
-    from tasks.loader import pull_dataset
+    from tasks.steps.loader import pull_dataset
 
     out = {}
     for enc in ENCODINGS:
@@ -156,7 +156,7 @@ def pull(store: Path, cache: Path) -> dict:
 
 def loader_epoch(cache: Path, name: str, batch_size: int, epoch: int, first_n: int) -> dict:
     """One epoch of the train split in the main thread: wall, images, and the time of the first ``first_n`` batches."""
-    from tasks.loader import ShardDataset
+    from tasks.steps.loader import ShardDataset
 
     t0 = time.perf_counter()
     ds = ShardDataset(str(cache), name, "train", batch_size, shuffle=True, seed=0)
@@ -219,7 +219,7 @@ def model_plan(args) -> list[tuple[str, str, int]]:
 
 
 def train_one(cache: Path, model: str, encoding: str, batch_size: int, steps: int, epochs: int) -> dict:
-    from tasks.train import TrainRequest, train_model
+    from tasks.steps.train import TrainRequest, train_model
 
     store = tempfile.mkdtemp(prefix="midipix-bench-train-store-")  # fresh: nothing to resume from
     try:
@@ -253,7 +253,7 @@ def warm_up(cache: Path) -> None:
     from models.modules import make_train_module
     from models.registry import get_spec
     from models.trainer import TrainConfig
-    from tasks.loader import ShardDataset
+    from tasks.steps.loader import ShardDataset
 
     for model, enc, bs in (("lstm", "enc2", 8), ("dcgan", "enc2", 8), ("autoencoder", "hilbert", 4)):
         spec = get_spec(model)

@@ -39,7 +39,7 @@ def ensure_corpus(folder: Path, pieces: int, minutes: float) -> list[Path]:
         if (info.get("pieces") == pieces and info.get("minutes") == minutes and len(paths) == pieces
                 and sum(p.stat().st_size for p in paths) == info.get("bytes")):
             return paths
-    from tasks.generate import generate_corpus
+    from tasks.kernels.corpus import generate_corpus
 
     print(f"  generating {pieces} pieces of {minutes:g} min into {folder} ...", flush=True)
     paths = generate_corpus(folder, n=pieces, seed=SEED, minutes=minutes)
@@ -52,7 +52,7 @@ def ensure_corpus(folder: Path, pieces: int, minutes: float) -> list[Path]:
 
 def extra_piece(out: Path, index: int, minutes: float) -> Path:
     """Piece ``index`` of the same generated corpus (the one after the last), in a folder of its own."""
-    from tasks.generate import generate_piece, to_smf_bytes
+    from tasks.kernels.corpus import generate_piece, to_smf_bytes
 
     folder = out / "corpus" / f"extra-s{SEED}-{index:05d}-{minutes:g}min"
     folder.mkdir(parents=True, exist_ok=True)
@@ -65,7 +65,7 @@ def extra_piece(out: Path, index: int, minutes: float) -> Path:
 
 
 def source_files(paths: list[Path]):
-    from tasks.tables import SourceFile
+    from tasks.steps.tables import SourceFile
 
     files = []
     for p in paths:
@@ -76,9 +76,9 @@ def source_files(paths: list[Path]):
 
 def ensure_tables(store_dir: Path, paths: list[Path], publish: bool = True) -> dict:
     """Tables of ``paths`` in the local store ``store_dir`` (name ``bench``), built once; the manifest."""
-    from tasks import tables as T
-    from tasks.sources import read_file_bytes
-    from tasks.store import Store
+    from tasks.steps import tables as T
+    from tasks.storage.sources import read_file_bytes
+    from tasks.storage.store import Store
 
     store = Store(str(store_dir))
     files = source_files(paths)
@@ -104,8 +104,8 @@ def load_piece_notes(store_dir: Path, manifest: dict) -> tuple[list[dict], dict[
 
     Returns ``(pieces, columns)``: ``pieces[i]`` = {piece_id, split, sha256, a, b}, rows a..b of ``columns``.
     """
-    from tasks import render as R
-    from tasks.store import Store
+    from tasks.steps import render as R
+    from tasks.storage.store import Store
 
     store = Store(str(store_dir))
     notes, slices = R._load_notes(store, manifest)
@@ -163,7 +163,7 @@ def fresh_dir(path: Path) -> Path:
 def shard_groups(pieces: list[dict]) -> list[list[dict]]:
     """The pieces of each shard, as ``build_image_dataset`` groups them (per split, in sha256 order)."""
     from storage_schemas import tables as S
-    from tasks.shards import group_pieces
+    from tasks.storage.shards import group_pieces
 
     groups = []
     for split in S.SPLITS:

@@ -8,11 +8,11 @@ from prefect import flow
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel, Field, field_validator
 
-from tasks.pipeline import (describe_images, fetch_source, midi_to_tables, publish_images,
+from tasks.steps.prefect_tasks import (describe_images, fetch_source, midi_to_tables, publish_images,
                             publish_tables, render_images, result_storage, summarize_tables)
-from tasks.settings import get_settings
-from tasks.store import Store
-from tasks.tables import SplitConfig
+from tasks.storage.settings import get_settings
+from tasks.storage.store import Store
+from tasks.steps.tables import SplitConfig
 
 
 class MaestroOverrides(BaseModel):
@@ -50,7 +50,7 @@ class AugmentParams(BaseModel):
     apply_to_splits: list[Literal["train", "validation", "test"]] = Field(default_factory=lambda: ["train"])
 
     def config(self):
-        from tasks.augment import AugmentConfig
+        from tasks.kernels.augment import AugmentConfig
 
         return AugmentConfig(transpositions=tuple(self.transpositions), noise_fraction=self.noise_fraction,
                              noise_sigma=self.noise_sigma, seed=self.seed, apply_to_splits=tuple(self.apply_to_splits))
@@ -69,7 +69,7 @@ class HilbertParams(BaseModel):
                             "synth: the synthesizer only")
 
     def config(self):
-        from tasks.render import HilbertConfig
+        from tasks.steps.render import HilbertConfig
 
         return HilbertConfig(**self.model_dump())
 

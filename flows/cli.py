@@ -128,12 +128,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from tasks.settings import apply_prefect_defaults, get_settings
+    from tasks.storage.settings import apply_prefect_defaults, get_settings
 
     apply_prefect_defaults()
     if args.command == "build":
         from flows.build import AugmentParams, BuildParams, HilbertParams, MaestroOverrides, RollParams, run_build
-        from tasks.tables import SplitConfig
+        from tasks.steps.tables import SplitConfig
 
         lo, hi = (int(x) for x in args.pitch_range.split(","))
         encodings = [] if args.encodings.strip().lower() in ("", "none") else args.encodings.split(",")
@@ -152,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(result, indent=1))
         else:
-            from tasks.store import Store
-            from tasks.summary import format_summary, summarize
+            from tasks.storage.store import Store
+            from tasks.steps.summary import format_summary, summarize
 
-            from tasks.summary import dataset_stats, format_datasets
+            from tasks.steps.summary import dataset_stats, format_datasets
 
             store = Store(result["store"])
             print(format_summary(summarize(store, result["name"]), result["store"]))
@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         return _train(args)
     if args.command == "generate":
-        from tasks.store import Store
-        from tasks.train import generate
+        from tasks.storage.store import Store
+        from tasks.steps.train import generate
 
         store = Store(args.store or get_settings().store)
         prefix = args.model if args.model.startswith("models/") else f"models/{args.model}"
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             print(store.url(key))
         return 0
     if args.command == "pull":
-        from tasks.loader import pull_dataset
+        from tasks.steps.loader import pull_dataset
 
         m = pull_dataset(args.store, args.dataset, args.to, args.version)
         print(f"pulled {args.dataset} {m['version']}: {len(m['shards'])} shards, {m['images']} images, "
@@ -213,11 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "preview":
         return _preview(args)
     if args.command == "show":
-        from tasks.store import Store
-        from tasks.summary import format_summary, summarize
-        from tasks.tables import list_table_sets
+        from tasks.storage.store import Store
+        from tasks.steps.summary import format_summary, summarize
+        from tasks.steps.tables import list_table_sets
 
-        from tasks.summary import dataset_stats, format_datasets, list_datasets
+        from tasks.steps.summary import dataset_stats, format_datasets, list_datasets
 
         store = Store(args.store or get_settings().store)
         names = [args.name] if args.name else list_table_sets(store)
@@ -282,17 +282,17 @@ def _decode(args) -> int:
 
     import numpy as np
 
-    from tasks.decode import decode_to_files, piece_images
+    from tasks.steps.decode import decode_to_files, piece_images
 
     if args.store and args.dataset and args.piece is not None:
-        from tasks.store import Store
+        from tasks.storage.store import Store
 
         images, starts, manifest = piece_images(Store(args.store), args.dataset, args.piece, args.transposition)
         config = manifest["config"]
     elif args.image and args.encoding:
         images, starts = np.load(args.image), None
         if args.encoding == "hilbert":
-            from tasks.render import HilbertConfig
+            from tasks.steps.render import HilbertConfig
 
             side = images.shape[-1]
             config = {"encoding": "hilbert", **HilbertConfig(order=side.bit_length() - 1).to_dict()}
@@ -312,14 +312,14 @@ def _preview(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.store and args.dataset:
-        from tasks.preview import dataset_previews
-        from tasks.store import Store
+        from tasks.steps.preview import dataset_previews
+        from tasks.storage.store import Store
 
         pictures = dataset_previews(Store(args.store), args.dataset, args.n)
     elif args.image:
         import numpy as np
 
-        from tasks.preview import roll_png
+        from tasks.steps.preview import roll_png
 
         pictures = [(Path(args.image).stem, roll_png(np.load(args.image), args.encoding))]
     else:

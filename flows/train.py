@@ -9,8 +9,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field
 
-from tasks.settings import get_settings
-from tasks.store import Store
+from tasks.storage.settings import get_settings
+from tasks.storage.store import Store
 
 
 class TrainOneParams(BaseModel):
@@ -35,7 +35,7 @@ class TrainOneParams(BaseModel):
                                                                 "GPU host, 0 on CPU)")
 
     def request(self):
-        from tasks.train import TrainRequest
+        from tasks.steps.train import TrainRequest
 
         return TrainRequest(model=self.model, encoding=self.encoding, tables_name=self.tables_name, epochs=self.epochs,
                             batch_size=self.batch_size, lr=self.lr, seed=self.seed,
@@ -61,7 +61,7 @@ def train_model_task(store_uri: str, params: TrainOneParams) -> dict:
     """Train (or resume) one run; attaches its loss curve and history to the Prefect run."""
     import base64
 
-    from tasks.train import train_model
+    from tasks.steps.train import train_model
 
     result = train_model(store_uri, params.request(), data_uri=params.data, num_workers=params.loader_workers)
     logger = get_run_logger()
@@ -81,7 +81,7 @@ def train_model_task(store_uri: str, params: TrainOneParams) -> dict:
 @task(name="generate-samples")
 def generate_task(store_uri: str, prefix: str, n: int, data: str | None = None) -> list[str]:
     """Samples of a trained run decoded to PNG / MIDI / WAV next to its checkpoint."""
-    from tasks.train import generate
+    from tasks.steps.train import generate
 
     keys = generate(store_uri, prefix, n=n, data_uri=data)
     get_run_logger().info("%d sample files under %s/samples", len(keys), prefix)

@@ -1,6 +1,6 @@
 """How each model family trains on image batches: :class:`~models.trainer.TrainModule` adapters.
 
-A batch is what ``tasks.loader.ShardDataset`` yields: ``(images, meta)`` with uint8 rolls
+A batch is what ``tasks.steps.loader.ShardDataset`` yields: ``(images, meta)`` with uint8 rolls
 ``(B, C, 88, 200)`` or float16 Hilbert images ``(B, 1, 256, 256)``. Everything here is torch only.
 """
 

@@ -1,6 +1,6 @@
 """Downloadable datasets, declared as data: where each archive lives, how big it is, and its sha256.
 
-Nothing here touches the network; :mod:`tasks.fetch` downloads and verifies an archive against these
+Nothing here touches the network; :mod:`tasks.storage.fetch` downloads and verifies an archive against these
 numbers. Users point at a mirror with :meth:`RemoteArchive.with_overrides`. This module imports neither
 torch nor prefect.
 """

@@ -13,7 +13,7 @@ enc2      3         whole span: ``ONSET`` at the onset column, ``SUSTAIN`` after
 enc3      1         enc2's first channel only
 ========  ========  ==========================================================================
 
-The rendering and decoding code lives in :mod:`tasks.encode`. This module imports neither torch, prefect
+The rendering and decoding code lives in :mod:`tasks.kernels.rolls`. This module imports neither torch, prefect
 nor numba.
 """
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.settings import apply_prefect_defaults
+from tasks.storage.settings import apply_prefect_defaults
 
 apply_prefect_defaults()  # before anything imports prefect
 
@@ -53,7 +53,7 @@ def s3_env(s3_endpoint, monkeypatch):
     import boto3
     import s3fs
 
-    from tasks.settings import reload_settings
+    from tasks.storage.settings import reload_settings
 
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(name, raising=False)
@@ -108,7 +108,7 @@ def prefect_api():
 @pytest.fixture
 def midipix_env(tmp_path, monkeypatch):
     """Settings pointing the local cache and the default store into the test's tmp folder."""
-    from tasks.settings import reload_settings
+    from tasks.storage.settings import reload_settings
 
     monkeypatch.setenv("MIDIPIX_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MIDIPIX_STORE", str(tmp_path / "store"))

@@ -1,4 +1,4 @@
-"""An independent reader built on mido, implementing the rules stated in ``tasks/midi.py``.
+"""An independent reader built on mido, implementing the rules stated in ``tasks/kernels/midi.py``.
 
 It shares no code with the numba reader: mido parses the bytes, and plain Python pairs the notes and
 walks the tempo map message by message (mido's own ``tick2second`` per segment).

@@ -22,19 +22,13 @@ import soundfile as sf
 
 from storage_schemas import shards as SH
 from storage_schemas import tables as S
-from tasks import render as R
-from tasks import tables as T
-from tasks.audio import (
-    AudioError,
-    read_audio,
-    read_recording,
-    resample,
-    resample_reference,
-    resampled_length,
-)
-from tasks.generate import generate_corpus
-from tasks.shards import shard_images
-from tasks.sources import (
+from tasks.steps import render as R
+from tasks.steps import tables as T
+from tasks.storage.recordings import AudioError, read_audio, read_recording
+from tasks.kernels.resample import resample, resample_reference, resampled_length
+from tasks.kernels.corpus import generate_corpus
+from tasks.storage.shards import shard_images
+from tasks.storage.sources import (
     fingerprint,
     list_files,
     maestro_archive,
@@ -42,8 +36,8 @@ from tasks.sources import (
     maestro_spec,
     read_file_bytes,
 )
-from tasks.store import Store
-from tasks.summary import dataset_stats, format_datasets
+from tasks.storage.store import Store
+from tasks.steps.summary import dataset_stats, format_datasets
 
 TABLES = "c"
 HILBERT = R.HilbertConfig(order=6, sample_rate=8000)  # 4,096-sample blocks, half a second each
@@ -72,7 +66,7 @@ def expected_images(path: Path, config: R.HilbertConfig) -> np.ndarray:
     """What a recording must become: soundfile's samples, channel mean, resampled, on the curve."""
     data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     mono = data.mean(axis=1)  # exact for 16-bit PCM: (a + b) / 2 is representable in float32
-    from tasks.hilbert import audio_to_images
+    from tasks.kernels.hilbert import audio_to_images
 
     images, _ = audio_to_images(resample(mono, sr, config.sample_rate), order=config.order, dtype=np.float16)
     return images  # (N, side, side)
@@ -311,7 +305,7 @@ def test_a_group_whose_pieces_are_all_left_out_writes_no_shard_and_is_reused(tmp
 
 
 def test_augmented_variants_of_a_recording_are_skipped_not_synthesized(tmp_path, corpus):
-    from tasks.augment import AugmentConfig
+    from tasks.kernels.augment import AugmentConfig
 
     store = Store(str(tmp_path / "store"))
     tables, _ = build_tables(store, corpus)

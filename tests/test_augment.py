@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tasks.augment import AugmentConfig, apply_variant, noise_seed, pitch_noise, plan, transpose
+from tasks.kernels.augment import AugmentConfig, apply_variant, noise_seed, pitch_noise, plan, transpose
 
 piano_pitches = hnp.arrays(np.uint8, st.integers(0, 200), elements=st.integers(21, 108))
 

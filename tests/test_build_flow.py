@@ -9,9 +9,9 @@ import pytest
 
 from flows.build import BuildParams, run_build
 from storage_schemas import tables as S
-from tasks import tables as T
-from tasks.generate import generate_corpus
-from tasks.store import Store
+from tasks.steps import tables as T
+from tasks.kernels.corpus import generate_corpus
+from tasks.storage.store import Store
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "midipix_env")
 
@@ -137,7 +137,7 @@ def test_a_crash_while_writing_leaves_the_previous_version_current(tmp_path, mon
 @pytest.mark.s3
 def test_build_into_s3_and_read_back_with_plain_pandas(tmp_path, s3_env):
     from flows.cli import main
-    from tasks.settings import get_settings
+    from tasks.storage.settings import get_settings
 
     corpus = tmp_path / "corpus"
     generate_corpus(corpus, n=4, seed=6, minutes=0.1)
@@ -248,7 +248,7 @@ def test_cli_hilbert_build_uses_recordings_reports_a_bad_one_and_reuses_shards(t
 
     from flows.cli import main
     from storage_schemas import shards as SH
-    from tasks.loader import read_dataset_manifest
+    from tasks.steps.loader import read_dataset_manifest
 
     corpus = tmp_path / "corpus"
     generate_corpus(corpus, n=3, seed=9, minutes=0.05)

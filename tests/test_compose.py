@@ -1,7 +1,7 @@
 """The team set-up: docker-compose.yml, Dockerfile, .env.example and ``midipix deploy``.
 
 Docker is not needed: the compose file is checked statically against the code it configures (the
-settings tasks/settings.py reads, the work pools flows/deployments.py deploys to, the torch pin of ./dev),
+settings tasks/storage/settings.py reads, the work pools flows/deployments.py deploys to, the torch pin of ./dev),
 ``docker compose config`` runs when a Docker with the compose plugin is present, and ``midipix deploy`` and a
 process worker run against a real Prefect API.
 """
@@ -88,10 +88,10 @@ def gpu_devices(service: dict) -> list[dict]:
 
 
 def settings_env_names() -> set[str]:
-    """The environment variables tasks/settings.py reads, from its pydantic model (not a copy of the list)."""
+    """The environment variables tasks/storage/settings.py reads, from its pydantic model (not a copy of the list)."""
     from pydantic import AliasChoices
 
-    from tasks.settings import Settings
+    from tasks.storage.settings import Settings
 
     prefix = Settings.model_config.get("env_prefix", "")
     names = set()
@@ -242,7 +242,7 @@ def test_the_gpu_worker_is_optional(services):
 
 
 def test_midipix_containers_set_only_what_settings_reads(services, monkeypatch):
-    from tasks.settings import PREFECT_DEFAULTS, Settings
+    from tasks.storage.settings import PREFECT_DEFAULTS, Settings
 
     try:
         from prefect.settings import Settings as PrefectSettings
@@ -257,7 +257,7 @@ def test_midipix_containers_set_only_what_settings_reads(services, monkeypatch):
             if key.startswith("PREFECT_"):
                 assert prefect_names is None or key in prefect_names or key in PREFECT_DEFAULTS, f"{name}: {key}"
             else:
-                assert key in ours, f"{name} sets {key}, which tasks/settings.py does not read"
+                assert key in ours, f"{name} sets {key}, which tasks/storage/settings.py does not read"
 
     # and the values line up: a worker's settings reach the bucket minio-init creates, with MinIO's account
     minio_env = {k: interpolate(v) for k, v in environment(services["minio"]).items()}

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from storage_schemas.encodings import RollConfig
-from tasks import tables as T
-from tasks.augment import AugmentConfig
-from tasks.decode import hilbert_to_audio, piece_images, rolls_to_midi
-from tasks.encode import from_windows, to_windows
-from tasks.generate import generate_corpus
-from tasks.midi import read_midi
-from tasks.render import HilbertConfig, build_image_dataset, publish_dataset
-from tasks.sources import fingerprint, list_files, read_file_bytes
-from tasks.store import Store
+from tasks.steps import tables as T
+from tasks.kernels.augment import AugmentConfig
+from tasks.steps.decode import hilbert_to_audio, piece_images, rolls_to_midi
+from tasks.kernels.rolls import from_windows, to_windows
+from tasks.kernels.corpus import generate_corpus
+from tasks.kernels.midi import read_midi
+from tasks.steps.render import HilbertConfig, build_image_dataset, publish_dataset
+from tasks.storage.sources import fingerprint, list_files, read_file_bytes
+from tasks.storage.store import Store
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_dataset_rows_decode_to_the_quantised_piece(built, encoding):
 
 
 def test_hilbert_rows_decode_to_the_synthesised_audio(built):
-    from tasks.synth import render
+    from tasks.kernels.synth import render
 
     store, manifest, notes = built
     cfg = HilbertConfig(order=6, sample_rate=8000)

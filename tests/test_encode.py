@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from conftest import shared_midi_files
 from storage_schemas.encodings import ONSET, SUSTAIN, RollConfig
-from tasks import encode as E
-from tasks.midi import read_midi
-from tasks.simd import BLOCK
+from tasks.kernels import rolls as E
+from tasks.kernels.midi import read_midi
+from tasks.kernels.simd import BLOCK
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ENCODINGS = ("enc1", "enc2", "enc3")
@@ -133,7 +133,7 @@ def test_tempo_at_follows_the_tempo_map():
 def kernel_case(draw):
     """Random notes on a small roll: out-of-range pitches, same-pitch overlaps and repeated start columns,
     zero and negative lengths (the pretty_midi convention makes those), notes past the last window,
-    overlapping windows. Rows of at least ``tasks.simd.BLOCK`` columns with windows side by side (the
+    overlapping windows. Rows of at least ``tasks.kernels.simd.BLOCK`` columns with windows side by side (the
     kernels' short-note path: notes up to BLOCK columns, near a row's end, across a window boundary)
     are drawn as often as narrow rows."""
     rows = draw(st.integers(1, 8))

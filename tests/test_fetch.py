@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from storage_schemas.datasets import DATASETS, MAESTRO_V3, RemoteArchive
-from tasks.fetch import (
+from tasks.storage.fetch import (
     EXTRACT_MARKER,
     ChecksumError,
     DownloadError,

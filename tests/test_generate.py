@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.generate import (
+from tasks.kernels.corpus import (
     CONTROL_DTYPE,
     NOTE_DTYPE,
     TICKS_PER_BEAT,

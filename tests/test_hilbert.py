@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tasks.hilbert import (
+from tasks.kernels.hilbert import (
     audio_to_images,
     from_hilbert,
     hilbert_flat_index,

@@ -18,14 +18,14 @@ import pytest
 
 from storage_schemas import shards as SH
 from storage_schemas.encodings import RollConfig
-from tasks import encode as E
-from tasks import render as R
-from tasks import tables as T
-from tasks.augment import PIANO_HI, PIANO_LO, AugmentConfig, noise_seed
-from tasks.generate import generate_corpus
-from tasks.loader import read_dataset_manifest
-from tasks.sources import fingerprint, list_files, read_file_bytes
-from tasks.store import Store
+from tasks.kernels import rolls as E
+from tasks.steps import render as R
+from tasks.steps import tables as T
+from tasks.kernels.augment import PIANO_HI, PIANO_LO, AugmentConfig, noise_seed
+from tasks.kernels.corpus import generate_corpus
+from tasks.steps.loader import read_dataset_manifest
+from tasks.storage.sources import fingerprint, list_files, read_file_bytes
+from tasks.storage.store import Store
 
 TABLES = "c"
 HILBERT = R.HilbertConfig(order=6, sample_rate=8000)
@@ -178,8 +178,8 @@ def test_build_writes_verified_shards_and_an_exact_image_index(store_uri, corpus
                 block = 4 ** HILBERT.order
                 assert row["window_start_s"] == pytest.approx(row["window_start"] * block / HILBERT.sample_rate)
                 if i < 2:  # the row's pixels are the piece's audio at that block
-                    from tasks.hilbert import images_to_audio
-                    from tasks.synth import render
+                    from tasks.kernels.hilbert import images_to_audio
+                    from tasks.kernels.synth import render
 
                     n = notes[row["piece_id"]]
                     audio = render(n["pitch"], n["velocity"], n["onset_s"], n["offset_pedal_s"],
@@ -261,7 +261,7 @@ def test_augmentation_renders_train_variants_only_and_records_them(store_uri, co
     table = images.to_pylist()
     shards = {s["sha256"]: s for s in manifest["shards"]}
     pixels = {sha: store.read_bytes(s["key"]) for sha, s in shards.items()}
-    from tasks.shards import shard_images
+    from tasks.storage.shards import shard_images
 
     arrays = {sha: shard_images(data) for sha, data in pixels.items()}
     image_of = {(r["piece_id"], r["transposition"], r["noise_seed"], r["window_start"]): arrays[r["shard"]][r["row"]]
@@ -536,7 +536,7 @@ def test_a_crash_at_any_store_write_leaves_the_published_version_whole(store_uri
                          ids=["request-refused", "reply-lost"])
 def test_s3_server_errors_at_any_request_leave_the_published_version_whole(s3_env, faulty_s3, corpus,
                                                                           monkeypatch, after):
-    from tasks.settings import reload_settings
+    from tasks.storage.settings import reload_settings
 
     switch, url = faulty_s3
     store = Store(s3_env)

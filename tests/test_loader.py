@@ -17,14 +17,14 @@ import pyarrow.compute as pc
 import pytest
 
 from storage_schemas import shards as SH
-from tasks import render as R
-from tasks import tables as T
-from tasks.augment import AugmentConfig
-from tasks.generate import generate_corpus
-from tasks.loader import ShardDataset, gather_rows, make_loader, pull_dataset, read_dataset_manifest
-from tasks.shards import shard_images
-from tasks.sources import fingerprint, list_files, read_file_bytes
-from tasks.store import Store
+from tasks.steps import render as R
+from tasks.steps import tables as T
+from tasks.kernels.augment import AugmentConfig
+from tasks.kernels.corpus import generate_corpus
+from tasks.steps.loader import ShardDataset, gather_rows, make_loader, pull_dataset, read_dataset_manifest
+from tasks.storage.shards import shard_images
+from tasks.storage.sources import fingerprint, list_files, read_file_bytes
+from tasks.storage.store import Store
 
 torch = pytest.importorskip("torch")
 
@@ -317,7 +317,7 @@ def test_two_processes_pulling_at_once_both_succeed(s3_env, corpus, tmp_path):
     cache, gate = tmp_path / "cache", tmp_path / "gate"
     gate.mkdir()
     # each process imports everything, says it is ready, and starts pulling when the test opens the gate
-    code = ("import sys, time; from pathlib import Path; from tasks.loader import pull_dataset\n"
+    code = ("import sys, time; from pathlib import Path; from tasks.steps.loader import pull_dataset\n"
             "gate = Path(sys.argv[4]); (gate / sys.argv[5]).touch()\n"
             "while not (gate / 'go').exists(): time.sleep(0.005)\n"
             "pull_dataset(sys.argv[1], sys.argv[2], sys.argv[3])")
@@ -343,7 +343,7 @@ def test_a_pulled_dataset_trains_offline(s3_env, corpus, tmp_path, monkeypatch):
 
     import fsspec
 
-    from tasks.settings import reload_settings
+    from tasks.storage.settings import reload_settings
 
     for var in ("MIDIPIX_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(var)

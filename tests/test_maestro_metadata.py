@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.fetch import MAESTRO_COLUMNS, find_maestro_metadata, read_maestro_metadata
+from tasks.storage.fetch import MAESTRO_COLUMNS, find_maestro_metadata, read_maestro_metadata
 
 SHARED_SUBSET = (
     Path(__file__).resolve().parents[1].parent

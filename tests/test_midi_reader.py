@@ -1,4 +1,4 @@
-"""The MIDI reader (`tasks.midi.read_midi`) against its contract, three other readers and broken input.
+"""The MIDI reader (`tasks.kernels.midi.read_midi`) against its contract, three other readers and broken input.
 
 1. Every real file under ../shared/data/midi: the mido oracle (same rules, independent code), symusic and
    pretty_midi (whose different note pairing is accounted for note by note).
@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 import midi_fixtures as fx
 from conftest import shared_midi_files
 from mido_oracle import read_with_mido
-from tasks.generate import generate_piece, to_smf_bytes
-from tasks.midi import MidiError, ParsedMidi, read_midi, scan_smf_kernel
+from tasks.kernels.corpus import generate_piece, to_smf_bytes
+from tasks.kernels.midi import MidiError, ParsedMidi, read_midi, scan_smf_kernel
 
 MS = 1e-3  # tolerance for seconds computed by another library
 US = 1e-6  # tolerance for seconds computed in float64 from the same ticks (mido oracle, hand values)

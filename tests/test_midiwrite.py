@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from midiutil import MIDIFile
 
-from tasks.midi import read_midi
-from tasks.midiwrite import merge_notes, notes_to_midi, seconds_to_ticks, tempo_us_for, write_midi
+from tasks.kernels.midi import read_midi
+from tasks.kernels.midiwrite import merge_notes, notes_to_midi, seconds_to_ticks, tempo_us_for, write_midi
 
 TPB = 960
 SEC_PER_TICK = 0.5 / TPB  # 120 bpm
@@ -35,7 +35,7 @@ def _write_ticks(notes, **kw):
 
 
 def _read_with_mido(data):
-    """Notes from mido messages, paired first-in-first-out per pitch (independent of tasks.midi)."""
+    """Notes from mido messages, paired first-in-first-out per pitch (independent of tasks.kernels.midi)."""
     mf = mido.MidiFile(file=io.BytesIO(data))
     notes, open_ = [], {}
     for track in mf.tracks:

@@ -1,4 +1,4 @@
-"""The vector byte fills of ``tasks.simd`` against plain NumPy slicing."""
+"""The vector byte fills of ``tasks.kernels.simd`` against plain NumPy slicing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.simd import BLOCK, blend_block, fill_run, store_block
+from tasks.kernels.simd import BLOCK, blend_block, fill_run, store_block
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

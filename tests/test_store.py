@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from tasks.store import Store, sha256_bytes
+from tasks.storage.store import Store, sha256_bytes
 
 
 @pytest.fixture

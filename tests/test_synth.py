@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from tasks.synth import (
+from tasks.kernels.synth import (
     SAMPLE_RATE,
     guitar_kernel,
     guitar_note_reference,

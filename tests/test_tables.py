@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage_schemas import tables as S
-from tasks import tables as T
-from tasks.generate import generate_corpus, generate_piece
-from tasks.sources import fingerprint, list_files, read_file_bytes
-from tasks.store import Store
+from tasks.steps import tables as T
+from tasks.kernels.corpus import generate_corpus, generate_piece
+from tasks.storage.sources import fingerprint, list_files, read_file_bytes
+from tasks.storage.store import Store
 
 from conftest import SHARED_MIDI
 
@@ -120,7 +120,7 @@ def test_maestro_metadata_gives_published_split_and_titles(tmp_path):
     folder = SHARED_MIDI / "maestro-v3.0.0"
     if not folder.is_dir():
         pytest.skip("../shared/data/midi is not present")
-    from tasks.fetch import read_maestro_metadata
+    from tasks.storage.fetch import read_maestro_metadata
 
     source = list_files(str(SHARED_MIDI))
     assert source.metadata_uri is not None and source.metadata_uri.endswith(".csv")

@@ -9,8 +9,8 @@ import pytest
 from flows.build import BuildParams, HilbertParams, run_build
 from flows.train import TrainGridParams, TrainOneParams, run_train_grid, run_train_one
 from models.registry import MODEL_NAMES
-from tasks.midi import read_midi
-from tasks.store import Store
+from tasks.kernels.midi import read_midi
+from tasks.storage.store import Store
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "midipix_env")
 
@@ -64,7 +64,7 @@ def test_rerun_resumes_from_the_last_checkpoint(tmp_path, built):
 
 def test_a_killed_training_resumes_from_its_checkpoint_in_the_store(tmp_path, built):
     from models.trainer import Callback, load_checkpoint
-    from tasks.train import StoreCheckpoints, TrainRequest, train_model
+    from tasks.steps.train import StoreCheckpoints, TrainRequest, train_model
 
     store = built
     run_build(BuildParams(source="generated:4:0.4", store=store, name="tiny", encodings=["enc2"], previews=0))
@@ -93,8 +93,8 @@ def test_a_killed_training_resumes_from_its_checkpoint_in_the_store(tmp_path, bu
 
 def test_training_through_loader_workers_sees_every_image_each_epoch(tmp_path, built):
     """With worker processes (the default on a GPU host) an epoch still covers the whole training split."""
-    from tasks.loader import ShardDataset
-    from tasks.train import TrainRequest, train_model
+    from tasks.steps.loader import ShardDataset
+    from tasks.steps.train import TrainRequest, train_model
 
     store = built
     run_build(BuildParams(source="generated:4:0.4", store=store, name="tiny", encodings=["enc2"], previews=0))

@@ -8,7 +8,7 @@ import io
 import numpy as np
 
 from storage_schemas.encodings import ONSET, SUSTAIN
-from tasks.store import Store
+from tasks.storage.store import Store
 
 NOTE_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 
@@ -68,8 +68,8 @@ def roll_png(image: np.ndarray, encoding: str, pitch_lo: int = 21, resolution_s:
 
 def dataset_previews(store: Store, name: str, n: int = 3, split: str | None = None) -> list[tuple[str, bytes]]:
     """PNGs of the ``n`` busiest windows of the first shard of a dataset: ``(caption, png)``."""
-    from tasks.loader import read_dataset_manifest
-    from tasks.shards import read_shard
+    from tasks.steps.loader import read_dataset_manifest
+    from tasks.storage.shards import read_shard
 
     manifest = read_dataset_manifest(store, name)
     shards = [s for s in manifest["shards"] if s["rows"] and (split is None or s["split"] == split)]

@@ -21,11 +21,11 @@ from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 
 from storage_schemas import tables as S
-from tasks import tables as T
-from tasks.settings import get_settings
-from tasks.sources import (ResolvedSource, fingerprint, generated_source, list_files, maestro_archive,
+from tasks.steps import tables as T
+from tasks.storage.settings import get_settings
+from tasks.storage.sources import (ResolvedSource, fingerprint, generated_source, list_files, maestro_archive,
                            maestro_source, maestro_spec, read_file_bytes)
-from tasks.store import Store
+from tasks.storage.store import Store
 
 
 def result_storage() -> Path:
@@ -57,7 +57,7 @@ class _Progress:
 
 def _transient(task, task_run, state) -> bool:
     """Retry network hiccups, not verdicts: a wrong checksum or an unsafe archive will not improve."""
-    from tasks.fetch import ChecksumError, UnsafeArchiveError
+    from tasks.storage.fetch import ChecksumError, UnsafeArchiveError
 
     try:
         state.result()
@@ -108,7 +108,7 @@ def midi_to_tables(store_uri: str, name: str, files: list[T.SourceFile], read_er
                    metadata_uri: str | None, split: T.SplitConfig, strict: bool = False,
                    workers: int = 2) -> dict:
     """Parse new files, reuse rows of unchanged ones, and write an immutable table set (unpublished)."""
-    from tasks.fetch import read_maestro_metadata
+    from tasks.storage.fetch import read_maestro_metadata
 
     logger = get_run_logger()
     store = Store(store_uri)
@@ -166,7 +166,7 @@ def publish_tables(store_uri: str, name: str, version: str) -> bool:
 @task(name="summarize-tables")
 def summarize_tables(store_uri: str, name: str) -> dict:
     """Dataset statistics, attached to the run as a table artifact."""
-    from tasks.summary import summarize
+    from tasks.steps.summary import summarize
 
     summary = summarize(Store(store_uri), name)
     create_table_artifact(key=f"tables-{_artifact_key(name)}", table=summary["splits"],
@@ -188,7 +188,7 @@ def _artifact_key(name: str) -> str:
 
 def _dataset_cache_key(ctx: TaskRunContext, p: dict[str, Any]) -> str:
     from storage_schemas import shards as SH
-    from tasks.render import dataset_version, encoding_config
+    from tasks.steps.render import dataset_version, encoding_config
 
     config = encoding_config(p["encoding"], p["roll"], p["hilbert"])
     version = dataset_version(p["tables_version"], config, p["augment"])
@@ -205,7 +205,8 @@ def render_images(store_uri: str, tables_name: str, tables_version: str, encodin
                   workers: int = 2) -> dict:
     """Render one encoding of a table set into shards (reusing unchanged shards); unpublished."""
     from storage_schemas import shards as SH
-    from tasks import loader, render
+    from tasks.steps import loader
+    from tasks.steps import render
 
     logger = get_run_logger()
     store = Store(store_uri)
@@ -247,7 +248,7 @@ def render_images(store_uri: str, tables_name: str, tables_version: str, encodin
 
 @task(name="publish-images", retries=2, retry_delay_seconds=[1, 5])
 def publish_images(store_uri: str, name: str, version: str) -> bool:
-    from tasks.render import publish_dataset
+    from tasks.steps.render import publish_dataset
 
     changed = publish_dataset(Store(store_uri), name, version)
     get_run_logger().info("%s %s/%s", "published" if changed else "already current:", name, version)
@@ -257,7 +258,7 @@ def publish_images(store_uri: str, name: str, version: str) -> bool:
 @task(name="describe-images")
 def describe_images(store_uri: str, names: list[str], previews: int = 3) -> list[dict]:
     """Dataset statistics as a table artifact, and a few previews as a markdown artifact."""
-    from tasks.summary import dataset_stats
+    from tasks.steps.summary import dataset_stats
 
     store = Store(store_uri)
     stats = [dataset_stats(store, n) for n in names]
@@ -267,7 +268,7 @@ def describe_images(store_uri: str, names: list[str], previews: int = 3) -> list
     if previews:
         from prefect.artifacts import create_markdown_artifact
 
-        from tasks.preview import preview_markdown
+        from tasks.steps.preview import preview_markdown
 
         md = preview_markdown(store, [n for n in names if not n.rsplit(".", 1)[1].startswith("hilbert")],
                               per_dataset=previews)

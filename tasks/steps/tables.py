@@ -1,4 +1,4 @@
-"""MIDI files → the corpus tables (pure functions; the Prefect tasks in ``tasks.pipeline`` wrap them).
+"""MIDI files → the corpus tables (pure functions; the Prefect tasks in ``tasks.steps.prefect_tasks`` wrap them).
 
 A build takes fingerprinted source files (path and sha256), parses the ones it has not seen before,
 reuses the rows of the ones a previous version already holds (same bytes, same reader code), assigns
@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field, field_validator
 
 from storage_schemas import tables as S
-from tasks import publish as P
-from tasks.midi import MidiError, ParsedMidi, read_midi
-from tasks.store import Store
+from tasks.storage import publish as P
+from tasks.kernels.midi import MidiError, ParsedMidi, read_midi
+from tasks.storage.store import Store
 
 # Parquet encodings measured on a 7.1 M-note table (bench/bench_tables.py): delta for sorted integer
 # columns, byte-stream-split for float seconds, dictionaries only for small-alphabet columns, and zstd
@@ -44,8 +44,8 @@ TABLE_COLUMNS = {name: schema.names for name, schema in S.SCHEMAS.items()}
 def code_version() -> str:
     """Hash of the code that decides what the tables contain (reader, builder, schemas)."""
     h = hashlib.sha256()
-    for mod in ("tasks/midi.py", "tasks/tables.py", "storage_schemas/tables.py"):
-        h.update((Path(__file__).resolve().parents[1] / mod).read_bytes())
+    for mod in ("tasks/kernels/midi.py", "tasks/steps/tables.py", "storage_schemas/tables.py"):
+        h.update((Path(__file__).resolve().parents[2] / mod).read_bytes())
     return h.hexdigest()[:16]
 
 

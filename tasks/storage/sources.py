@@ -2,7 +2,7 @@
 
 :func:`list_files` (and :func:`maestro_source`, :func:`generated_source`) turn a source string into a
 listing of files, each MIDI file paired with its recording when a sound file of the same stem lies next
-to it; :func:`fingerprint` hashes their bytes. Both are plain functions; ``tasks.pipeline`` wraps them in
+to it; :func:`fingerprint` hashes their bytes. Both are plain functions; ``tasks.steps.prefect_tasks`` wraps them in
 Prefect tasks.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path, PurePosixPath
 import fsspec
 
 from storage_schemas.datasets import RemoteArchive, get_dataset
-from tasks.audio import AUDIO_SUFFIXES, audio_preference, is_audio_path
-from tasks.settings import Settings, get_settings
-from tasks.tables import SourceFile
+from tasks.storage.recordings import AUDIO_SUFFIXES, audio_preference, is_audio_path
+from tasks.storage.settings import Settings, get_settings
+from tasks.steps.tables import SourceFile
 
 MIDI_SUFFIXES = (".mid", ".midi")
 METADATA_PATTERN = re.compile(r"maestro-v[\d.]+.*\.(csv|json)$", re.IGNORECASE)
@@ -37,7 +37,7 @@ class ResolvedSource:
     """A listing of MIDI files (``(uri, relpath)``) plus any MAESTRO metadata found beside them.
 
     ``audio`` maps the relpath of every MIDI file that has a recording next to it (same folder, same
-    stem, a suffix of :data:`tasks.audio.AUDIO_SUFFIXES`) to the recording's URI.
+    stem, a suffix of :data:`tasks.storage.recordings.AUDIO_SUFFIXES`) to the recording's URI.
     """
 
     spec: str
@@ -121,7 +121,7 @@ def pair_recordings(midi_paths: list[str], sound_paths: list[str]) -> dict[str, 
 
 def generated_source(spec: str, settings: Settings | None = None) -> ResolvedSource:
     """Materialise the built-in generated corpus in the local cache and list it."""
-    from tasks.generate import generate_corpus, parse_generated_spec
+    from tasks.kernels.corpus import generate_corpus, parse_generated_spec
 
     settings = settings or get_settings()
     n, minutes = parse_generated_spec(spec)
@@ -138,7 +138,7 @@ def maestro_source(archive: RemoteArchive, settings: Settings | None = None,
 
     The recordings of the full archive (``.wav`` next to each ``.midi``) are extracted and paired too.
     """
-    from tasks.fetch import download, find_maestro_metadata, safe_extract
+    from tasks.storage.fetch import download, find_maestro_metadata, safe_extract
 
     settings = settings or get_settings()
     cache = Path(settings.cache_dir)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from storage_schemas import shards as SH
-from tasks.store import Store
+from tasks.storage.store import Store
 
 
 def _json(obj: Any) -> str:
@@ -108,7 +108,7 @@ def train_model(store_uri: str, request: TrainRequest, data_uri: str | None = No
     """Train one model on one dataset; resumes from the run's last checkpoint when there is one.
 
     ``data_uri`` is where shards are read from (a local cache filled by ``midipix pull``); default the
-    store itself. ``num_workers``: data-loader worker processes (:func:`tasks.loader.make_loader`);
+    store itself. ``num_workers``: data-loader worker processes (:func:`tasks.steps.loader.make_loader`);
     by default 2 when CUDA is present (batches built beside the GPU) and 0 on CPU, where the in-process
     loader is the fastest and a run is bit-reproducible. Workers take shards round-robin, so the batch
     order differs from the in-process one: the count is recorded in the run's meta.
@@ -116,7 +116,7 @@ def train_model(store_uri: str, request: TrainRequest, data_uri: str | None = No
     from models.modules import make_train_module
     from models.registry import count_parameters, get_spec
     from models.trainer import Callback, Trainer, rebuild_meta, seed_everything
-    from tasks.loader import ShardDataset, make_loader, read_dataset_manifest
+    from tasks.steps.loader import ShardDataset, make_loader, read_dataset_manifest
 
     store = Store(store_uri)
     spec = get_spec(request.model)
@@ -213,7 +213,7 @@ def style_transfer(store: Store, data_uri: str, piano_name: str, model, n: int):
     """
     import torch
 
-    from tasks.loader import ShardDataset
+    from tasks.steps.loader import ShardDataset
 
     guitar_name = piano_name.rsplit(".", 1)[0] + ".hilbert-guitar"
     try:
@@ -294,9 +294,9 @@ def generate(store_uri: str, prefix: str, n: int = 4, seed: int = 0, data_uri: s
     import torch
 
     from storage_schemas.encodings import RollConfig
-    from tasks.decode import hilbert_to_audio, rolls_to_midi
-    from tasks.loader import ShardDataset
-    from tasks.preview import roll_png
+    from tasks.steps.decode import hilbert_to_audio, rolls_to_midi
+    from tasks.steps.loader import ShardDataset
+    from tasks.steps.preview import roll_png
 
     store = Store(store_uri)
     meta, spec, cfg, nets = load_run(store, prefix)

@@ -8,7 +8,7 @@ import numpy as np
 
 from storage_schemas import shards as SH
 from storage_schemas.encodings import RollConfig
-from tasks.store import Store
+from tasks.storage.store import Store
 
 
 def rolls_to_midi(images: np.ndarray, config: dict, starts: np.ndarray | None = None) -> tuple[bytes, int]:
@@ -17,8 +17,8 @@ def rolls_to_midi(images: np.ndarray, config: dict, starts: np.ndarray | None = 
     Returns ``(midi bytes, number of notes)``. Windows are stitched by their start columns (default:
     consecutive); velocity and program come from the image where the encoding has them.
     """
-    from tasks.encode import from_windows
-    from tasks.midiwrite import notes_to_midi
+    from tasks.kernels.rolls import from_windows
+    from tasks.kernels.midiwrite import notes_to_midi
 
     images = np.asarray(images)
     if images.ndim == 3:
@@ -34,7 +34,7 @@ def rolls_to_midi(images: np.ndarray, config: dict, starts: np.ndarray | None = 
 
 def hilbert_to_audio(images: np.ndarray, config: dict) -> np.ndarray:
     """Mono float32 audio of Hilbert images ``(N, 1, side, side)`` or ``(N, side, side)``."""
-    from tasks.hilbert import images_to_audio
+    from tasks.kernels.hilbert import images_to_audio
 
     images = np.asarray(images, np.float32)
     if images.ndim == 4:
@@ -49,9 +49,9 @@ def piece_images(store: Store, name: str, piece_id: int, transposition: int = 0,
     """All windows of one piece's variant in a dataset, in time order: ``(images, starts, manifest)``."""
     import pyarrow.compute as pc
 
-    from tasks.loader import read_dataset_manifest
-    from tasks.render import read_images_table
-    from tasks.shards import read_shard
+    from tasks.steps.loader import read_dataset_manifest
+    from tasks.steps.render import read_images_table
+    from tasks.storage.shards import read_shard
 
     manifest = read_dataset_manifest(store, name)
     rows = read_images_table(store, name, manifest["version"])
@@ -76,7 +76,7 @@ def decode_to_files(images: np.ndarray, config: dict, out: Path, starts: np.ndar
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if config["encoding"] == "hilbert":
-        from tasks.synth import write_wav
+        from tasks.kernels.synth import write_wav
 
         path = out.with_suffix(".wav")
         write_wav(path, hilbert_to_audio(images, config), config["sample_rate"])

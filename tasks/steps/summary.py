@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage_schemas import tables as S
-from tasks import tables as T
-from tasks.store import Store
+from tasks.steps import tables as T
+from tasks.storage.store import Store
 
 
 def summarize(store: Store, name: str) -> dict:
@@ -52,7 +52,7 @@ def format_summary(s: dict, store_uri: str) -> str:
 
 def dataset_stats(store: Store, name: str) -> dict:
     """Counts, bytes and compression ratio of the current version of an image dataset."""
-    from tasks.loader import read_dataset_manifest
+    from tasks.steps.loader import read_dataset_manifest
 
     m = read_dataset_manifest(store, name)
     splits = {}

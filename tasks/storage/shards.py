@@ -1,6 +1,6 @@
 """Shards of images: Arrow IPC bytes in and out, content-defined grouping of pieces into shards.
 
-Pure functions; the dataset build (``tasks.render``) and the loaders (``tasks.loader``) use them.
+Pure functions; the dataset build (``tasks.steps.render``) and the loaders (``tasks.steps.loader``) use them.
 """
 
 from __future__ import annotations

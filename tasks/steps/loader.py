@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from storage_schemas import shards as SH
-from tasks import publish as P
-from tasks.shards import iter_batches
-from tasks.store import Store
+from tasks.storage import publish as P
+from tasks.storage.shards import iter_batches
+from tasks.storage.store import Store
 
 
 def read_dataset_manifest(store: Store, name: str, version: str | None = None) -> dict:

@@ -62,7 +62,7 @@ import numba
 import numpy as np
 
 from storage_schemas.encodings import CHANNELS, MAX_LENGTH, ONSET, SUSTAIN, RollConfig
-from tasks.simd import BLOCK, blend_block, fill_run, store_block
+from tasks.kernels.simd import BLOCK, blend_block, fill_run, store_block
 
 __all__ = [
     "GridNotes",
@@ -258,7 +258,7 @@ def _owned_stops(pitch, start, stop):
 @numba.njit(cache=True, nogil=True, inline="always")  # no arrays: inlining adds no refcounts
 def _paint_note(addr, w0, r, s, e, vel, prog, hop, n_win, cols, wsize, plane, colour, overlap):
     """Draw one note (row ``r``, columns ``s .. e-1``) into every window holding part of it, in the
-    zero-filled array at address ``addr`` (no array arguments: see :mod:`tasks.simd`).
+    zero-filled array at address ``addr`` (no array arguments: see :mod:`tasks.kernels.simd`).
 
     Notes arrive in order of start column; the caller keeps, per pitch, where the stretch drawn so far
     ends (``run_end``): a note starting inside it (``overlap``) has ``e`` extended to its end and
@@ -322,7 +322,7 @@ def _paint_short(addr, wbase, ws, r, s, e, vel, prog, cols, plane, wsize, colour
     flat index ``wbase`` of the zero-filled array at address ``addr``), ``e - s <= BLOCK <= cols``, and
     when ``e > ws + cols`` the next window exists. ``overlap``: an earlier note of the pitch reaches
     past ``s`` (and ``e`` is already at least where it ends), so zero velocity and program are written
-    too. The caller keeps ``run_end``. No array arguments: see :mod:`tasks.simd`.
+    too. The caller keeps ``run_end``. No array arguments: see :mod:`tasks.kernels.simd`.
 
     Notes come in order of start column, so when this note is drawn nothing after column ``s`` of its
     row has been drawn except the tail of the earlier note it overlaps, which it covers.

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable
 
-from tasks.store import Store
+from tasks.storage.store import Store
 
 
 def read_pointer(store: Store, pointer_key: str) -> tuple[dict | None, str | None]:

@@ -7,7 +7,7 @@ The paper writes its decoded notes with midiutil; so do we. midiutil has two bli
   (de-interleaving) writer raise ``IndexError``, and with ``deinterleave=False`` it silently keeps
   one note-on and the *shorter* release;
 * same-pitch notes that overlap are written as plain on/off events, and a reader that pairs them
-  first-in-first-out (``tasks.midi``) hands the first release to the first note: a short note
+  first-in-first-out (``tasks.kernels.midi``) hands the first release to the first note: a short note
   struck inside a long one swaps its end with the long one's.
 
 Merge rules (all on the tick grid, on the one channel every note is written to)
@@ -20,7 +20,7 @@ Merge rules (all on the tick grid, on the one channel every note is written to)
 5. Velocities are rounded and clipped to 1..127 (velocity 0 would read as a release).
 
 After these rules every pitch holds disjoint notes of at least one tick, so the file's events pair
-unambiguously and ``tasks.midi.read_midi`` reads back exactly the merged notes.
+unambiguously and ``tasks.kernels.midi.read_midi`` reads back exactly the merged notes.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def merge_notes(
     -------
     pitch, velocity, onset_tick, offset_tick
         ``uint8, uint8, int64, int64`` arrays sorted by (onset tick, pitch), the order
-        ``tasks.midi.read_midi`` reports notes of a one-track file in.
+        ``tasks.kernels.midi.read_midi`` reports notes of a one-track file in.
     """
     p = np.asarray(pitch)
     n = p.shape[0]
@@ -138,7 +138,7 @@ def notes_to_midi(
     Returns
     -------
     bytes
-        The file; ``tasks.midi.read_midi`` reads back the merged notes with their ticks exact.
+        The file; ``tasks.kernels.midi.read_midi`` reads back the merged notes with their ticks exact.
     """
     from midiutil import MIDIFile  # heavy-ish, and only needed here
 

@@ -22,7 +22,7 @@ from typing import IO
 import fsspec
 from fsspec.asyn import sync
 
-from tasks.settings import get_settings
+from tasks.storage.settings import get_settings
 
 _PRECONDITION_CODES = {"PreconditionFailed", "412", "NoSuchKey", "404"}  # If-Match on a missing key: 404
 _CONFLICT_CODES = {"ConditionalRequestConflict", "409"}  # a concurrent conditional write; AWS says retry
@@ -71,7 +71,7 @@ class Store:
     ----------
     uri : str
         A folder (relative paths are made absolute; ``file://`` accepted) or ``s3://bucket[/prefix]``.
-        Endpoint and credentials come from :func:`tasks.settings.get_settings`, never from the URI.
+        Endpoint and credentials come from :func:`tasks.storage.settings.get_settings`, never from the URI.
     """
 
     def __init__(self, uri: str) -> None:

@@ -1,7 +1,7 @@
 """Table set → image datasets: render every piece's windows, pack them into shards, write a version.
 
 Pieces of one split are taken in sha256 order and grouped into shards by content-defined boundaries
-(``tasks.shards.group_pieces``). A shard's *recipe* — its pieces' hashes, the encoding and augmentation
+(``tasks.storage.shards.group_pieces``). A shard's *recipe* — its pieces' hashes, the encoding and augmentation
 configs, the rendering code version — decides its bytes; a shard whose recipe the previous version
 already holds is reused as it is, so adding one piece renders only the shard that piece falls in.
 
@@ -29,12 +29,12 @@ import pyarrow.parquet as pq
 from storage_schemas import shards as SH
 from storage_schemas import tables as S
 from storage_schemas.encodings import RollConfig
-from tasks import publish as P
-from tasks import tables as T
-from tasks.audio import AUDIO_MODES, AudioError
-from tasks.augment import AugmentConfig, apply_variant, plan
-from tasks.shards import encode_shard, group_pieces, recipe_key
-from tasks.store import Store
+from tasks.storage import publish as P
+from tasks.steps import tables as T
+from tasks.storage.recordings import AUDIO_MODES, AudioError
+from tasks.kernels.augment import AugmentConfig, apply_variant, plan
+from tasks.storage.shards import encode_shard, group_pieces, recipe_key
+from tasks.storage.store import Store
 
 NOTE_COLUMNS = ["piece_id", "pitch", "velocity", "program", "onset_s", "offset_s", "offset_pedal_s"]
 
@@ -47,7 +47,7 @@ class HilbertConfig:
     ``audio`` picks the sound: ``"auto"`` the piece's recording when it has one, else the synthesizer;
     ``"recorded"`` the recording only (a piece without one is a reject); ``"synth"`` the synthesizer
     only. ``timbre`` and ``pedal`` concern the synthesizer. Recordings are folded to mono and resampled
-    to ``sample_rate`` (:mod:`tasks.audio`).
+    to ``sample_rate`` (:mod:`tasks.storage.recordings`).
     """
 
     order: int = 8  # 2**order × 2**order pixels, 4**order samples per image
@@ -72,9 +72,11 @@ class HilbertConfig:
 def code_version() -> str:
     """Hash of the code that decides an image's pixels."""
     h = hashlib.sha256()
-    root = Path(__file__).resolve().parents[1]
-    for mod in ("tasks/render.py", "tasks/encode.py", "tasks/augment.py", "tasks/hilbert.py", "tasks/synth.py",
-                "tasks/shards.py", "tasks/audio.py", "storage_schemas/encodings.py", "storage_schemas/shards.py"):
+    root = Path(__file__).resolve().parents[2]
+    for mod in ("tasks/steps/render.py", "tasks/kernels/rolls.py", "tasks/kernels/simd.py", "tasks/kernels/augment.py",
+                "tasks/kernels/hilbert.py", "tasks/kernels/synth.py", "tasks/kernels/resample.py",
+                "tasks/storage/shards.py", "tasks/storage/recordings.py", "storage_schemas/encodings.py",
+                "storage_schemas/shards.py"):
         h.update((root / mod).read_bytes())
     return h.hexdigest()[:16]
 
@@ -108,7 +110,7 @@ def render_piece(notes: dict[str, np.ndarray], config: dict, k: int, seed: int |
     cols["pitch"] = np.asarray(new_pitch, np.uint8)
     if config["encoding"] == "hilbert":
         return (*_hilbert_images(cols, config), n_lost)
-    from tasks.encode import to_windows
+    from tasks.kernels.rolls import to_windows
 
     cfg = RollConfig.from_dict({k_: v for k_, v in config.items()})
     w = to_windows(cols["pitch"], cols["velocity"], cols["program"], cols["onset_s"], cols["offset_s"], cfg,
@@ -117,7 +119,7 @@ def render_piece(notes: dict[str, np.ndarray], config: dict, k: int, seed: int |
 
 
 def _hilbert_images(cols: dict[str, np.ndarray], config: dict) -> tuple[np.ndarray, np.ndarray]:
-    from tasks.synth import render
+    from tasks.kernels.synth import render
 
     offsets = cols["offset_pedal_s"] if config["pedal"] else cols["offset_s"]
     audio = render(cols["pitch"], cols["velocity"], cols["onset_s"], offsets, sample_rate=config["sample_rate"],
@@ -127,7 +129,7 @@ def _hilbert_images(cols: dict[str, np.ndarray], config: dict) -> tuple[np.ndarr
 
 def audio_images(audio: np.ndarray, config: dict) -> tuple[np.ndarray, np.ndarray]:
     """A mono signal at ``config["sample_rate"]`` as ``(images (N, 1, side, side) float16, block starts)``."""
-    from tasks.hilbert import audio_to_images
+    from tasks.kernels.hilbert import audio_to_images
 
     images, _ = audio_to_images(audio, order=config["order"], dtype=np.float16)
     images = images.reshape((images.shape[0], 1) + images.shape[1:])
@@ -146,7 +148,7 @@ def audio_plan(piece: dict, config: dict) -> str:
 
 def recording_images(piece: dict, config: dict) -> tuple[np.ndarray, np.ndarray]:
     """Images of a piece's recording (read, folded to mono, resampled); raises :class:`AudioError`."""
-    from tasks.audio import read_recording
+    from tasks.storage.recordings import read_recording
 
     audio = read_recording(piece["audio_source"], config["sample_rate"])
     return audio_images(audio, config)
