@@ -64,7 +64,7 @@ def ensure_dataset(store_dir: Path, tables_dir: Path, tables_manifest: dict, enc
 
     store = Store(str(store_dir))
     name = f"{B.TABLES_NAME}.{encoding}"
-    version = R.dataset_version(tables_manifest["version"], R.encoding_config(encoding, None, None),
+    version = R.dataset_version(tables_manifest["version"], R.image_config(encoding),
                                 R.AugmentConfig())
     try:
         m = read_dataset_manifest(store, name)

@@ -8,10 +8,13 @@ from prefect import flow
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel, Field, field_validator
 
+from flows.params import form_of
+from storage_schemas.encodings import ENCODINGS, AugmentConfig, HilbertConfig, ImageConfig, RollConfig
 from tasks.steps.prefect_tasks import (describe_images, fetch_source, midi_to_tables, publish_images,
                             publish_tables, render_images, result_storage, summarize_tables)
 from tasks.storage.settings import get_settings
 from tasks.storage.store import Store
+from tasks.steps.render import image_config
 from tasks.steps.tables import SplitConfig
 
 
@@ -23,58 +26,16 @@ class MaestroOverrides(BaseModel):
     sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$")
 
 
-class RollParams(BaseModel):
-    """Piano-roll rendering (the paper's defaults: 88 × 200 images of 0.05 s columns, 10 s windows)."""
-
-    resolution_s: float = Field(0.05, gt=0, description="Seconds per column")
-    columns: int = Field(200, ge=1, le=100_000, description="Columns per image")
-    hop_columns: int = Field(200, ge=1, description="Columns between window starts (< columns: overlap)")
-    pitch_lo: int = Field(21, ge=0, le=127)
-    pitch_hi: int = Field(108, ge=0, le=127)
-    pedal: bool = Field(False, description="Draw notes for as long as the sustain pedal holds them")
-    convention: Literal["midipix", "pretty_midi"] = "midipix"
-
-    def config(self, encoding: str):
-        from storage_schemas.encodings import RollConfig
-
-        return RollConfig(encoding=encoding, **self.model_dump())
-
-
-class AugmentParams(BaseModel):
-    """Seeded augmentation, recorded per image in the manifest; by default for the train split only."""
-
-    transpositions: list[int] = Field(default_factory=list, description="Semitone shifts, e.g. [-2, 2]")
-    noise_fraction: float = Field(0.0, ge=0, le=1, description="Fraction of notes given pitch noise")
-    noise_sigma: float = Field(1.0, ge=0)
-    seed: int = Field(0, ge=0)
-    apply_to_splits: list[Literal["train", "validation", "test"]] = Field(default_factory=lambda: ["train"])
-
-    def config(self):
-        from tasks.kernels.augment import AugmentConfig
-
-        return AugmentConfig(transpositions=tuple(self.transpositions), noise_fraction=self.noise_fraction,
-                             noise_sigma=self.noise_sigma, seed=self.seed, apply_to_splits=tuple(self.apply_to_splits))
-
-
-class HilbertParams(BaseModel):
-    """Audio images: a piece's recording or its synthesised notes (44.1 kHz mono) on an order-k Hilbert curve."""
-
-    order: int = Field(8, ge=1, le=12, description="8 → 256 × 256 images of 65,536 samples")
-    sample_rate: int = Field(44100, ge=8000)
-    timbre: Literal["piano", "guitar"] = Field("piano", description="Synthesizer timbre")
-    pedal: bool = Field(True, description="Synthesizer: sound notes as long as the sustain pedal holds them")
-    audio: Literal["auto", "recorded", "synth"] = Field(
-        "auto", description="auto: a piece's recording (same-stem WAV/FLAC/… beside the MIDI) when it has one, "
-                            "else the synthesizer; recorded: recordings only (pieces without one are rejects); "
-                            "synth: the synthesizer only")
-
-    def config(self):
-        from tasks.steps.render import HilbertConfig
-
-        return HilbertConfig(**self.model_dump())
-
-
-ENCODINGS = ("enc1", "enc2", "enc3", "hilbert", "hilbert-guitar")
+RollParams = form_of(
+    RollConfig, title="Piano rolls", exclude=("encoding",), probe={"encoding": "enc2"},
+    description="How notes become enc1/enc2/enc3 images (the paper: 88 x 200 images of 0.05 s columns)")
+HilbertParams = form_of(
+    HilbertConfig, title="Audio images", exclude=("encoding",),
+    description="hilbert images: a piece's recording or its synthesized notes on a Hilbert curve")
+AugmentParams = form_of(
+    AugmentConfig, title="Augmentation",
+    description="Seeded variants of the train split's pieces, recorded per image in the manifest")
+EncodingName = Literal[tuple(ENCODINGS)]  # type: ignore[valid-type]
 
 
 class BuildParams(BaseModel):
@@ -89,9 +50,8 @@ class BuildParams(BaseModel):
                                             "images) instead of recording them")
     workers: int = Field(2, ge=1, le=256, description="Threads parsing, rendering and writing")
     maestro: MaestroOverrides = MaestroOverrides()
-    encodings: list[str] = Field(default_factory=lambda: ["enc1", "enc2", "enc3"],
-                                 description="Image datasets to render: enc1, enc2, enc3, hilbert, hilbert-guitar "
-                                             "([] = tables only)")
+    encodings: list[EncodingName] = Field(default_factory=lambda: ["enc1", "enc2", "enc3"],
+                                          description="Image datasets to render (none: tables only)")
     roll: RollParams = RollParams()
     augment: AugmentParams = AugmentParams()
     hilbert: HilbertParams = HilbertParams()
@@ -99,11 +59,13 @@ class BuildParams(BaseModel):
 
     @field_validator("encodings")
     @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        unknown = [e for e in v if e not in ENCODINGS]
-        if unknown:
-            raise ValueError(f"unknown encodings {unknown}; choose from {list(ENCODINGS)}")
+    def _once(cls, v: list[str]) -> list[str]:
         return list(dict.fromkeys(v))
+
+    def image_configs(self) -> list[ImageConfig]:
+        """The config of every dataset to render, in order."""
+        roll, hilbert = self.roll.config(encoding="enc2"), self.hilbert.config()
+        return [image_config(e, roll, hilbert) for e in self.encodings]
 
 
 @flow(name="build-dataset", description="MIDI corpus → Parquet tables in the store, cached and published atomically")
@@ -121,11 +83,9 @@ async def build_dataset(params: BuildParams = BuildParams()) -> dict:
     summary = summarize_tables(store_uri, name)
     datasets = []
     augment = params.augment.config()
-    for encoding in params.encodings:
-        roll = None if encoding.startswith("hilbert") else params.roll.config(encoding)
-        hilbert = params.hilbert.config() if encoding.startswith("hilbert") else None
+    for config in params.image_configs():
         images = render_images.with_options(result_storage=result_storage())(
-            store_uri, name, tables["version"], encoding, roll, hilbert, augment, workers=params.workers)
+            store_uri, name, tables["version"], config, augment, workers=params.workers)
         if params.strict and images.get("rejected_pieces"):
             raise ValueError(f"--strict: {images['rejected_pieces']} piece(s) left out of {images['name']} "
                              f"(unusable recordings; listed under 'rejects' in its manifest)")

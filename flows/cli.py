@@ -14,7 +14,74 @@ def _ratios(text: str) -> tuple[float, float, float]:
     return tuple(parts)  # type: ignore[return-value]
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give comma-separated integers, e.g. -2,2; got {text!r}") from None
+
+
+def _pitch_range(text: str) -> tuple[int, int]:
+    parts = _ints(text)
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"give two pitches, lowest,highest (e.g. 21,108); got {text!r}")
+    return parts[0], parts[1]
+
+
+def _field(cls: type, name: str):
+    import dataclasses
+
+    return next(f for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _default(cls: type, name: str):
+    import dataclasses
+
+    f = _field(cls, name)
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def _doc(cls: type, name: str) -> str:
+    """A config field's help line, with its default: stated once, in the config class."""
+    default, text = _default(cls, name), _field(cls, name).metadata["help"]
+    return f"{text} (default: {default})" if default not in (None, ()) else text
+
+
+def _given(args, names) -> dict:
+    """The options among ``names`` that were given on the command line (left-out ones keep the defaults)."""
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def _build_params(args, roll: dict, encodings: dict):
+    from flows.build import AugmentParams, BuildParams, HilbertParams, MaestroOverrides, RollParams
+    from tasks.steps.tables import SplitConfig
+
+    return BuildParams(
+        source=args.source, store=args.store, name=args.name, strict=args.strict, workers=args.workers,
+        split=SplitConfig(mode=args.split, seed=args.split_seed, ratios=args.split_ratios),
+        maestro=MaestroOverrides(url=args.maestro_url, sha256=args.maestro_sha256, size=args.maestro_size),
+        roll=RollParams(**roll),
+        augment=AugmentParams(**_given(args, ("transpositions", "noise_fraction", "seed"))),
+        hilbert=HilbertParams(**_given(args, ("order", "sample_rate", "timbre", "audio"))),
+        **encodings,
+    )
+
+
+def _first_error(e: ValueError) -> str:
+    """One line of a pydantic validation error (field: message), or the error itself."""
+    errors = getattr(e, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "__root__")
+        msg = str(first.get("msg", e)).removeprefix("Value error, ")
+        return f"{where}: {msg}" if where else msg
+    return str(e)
+
+
 def _parser() -> argparse.ArgumentParser:
+    from storage_schemas.encodings import (AUDIO_MODES, CONVENTIONS, ENCODINGS, TIMBRES, AugmentConfig, HilbertConfig,
+                                           RollConfig)
+
     p = argparse.ArgumentParser(prog="midipix", description="Piano MIDI to images and back, on Prefect.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -34,21 +101,25 @@ def _parser() -> argparse.ArgumentParser:
                                                         "full one with --source maestro-full)")
     b.add_argument("--maestro-sha256", default=None)
     b.add_argument("--maestro-size", type=int, default=None)
-    b.add_argument("--encodings", default="enc1,enc2,enc3",
-                   help="image datasets to render: enc1,enc2,enc3,hilbert, or 'none' for tables only")
-    b.add_argument("--resolution", type=float, default=0.05, help="seconds per roll column")
-    b.add_argument("--columns", type=int, default=200, help="columns per roll image")
-    b.add_argument("--hop", type=int, default=None, help="columns between windows (default: --columns)")
-    b.add_argument("--pitch-range", default="21,108", help="lowest,highest MIDI pitch of a roll")
-    b.add_argument("--pedal", action="store_true", help="draw notes as long as the sustain pedal holds them")
-    b.add_argument("--transpose", default="", help="augmentation: semitone shifts, e.g. -2,2 (train split)")
-    b.add_argument("--noise-fraction", type=float, default=0.0, help="augmentation: fraction of notes with pitch noise")
-    b.add_argument("--augment-seed", type=int, default=0)
-    b.add_argument("--timbre", choices=["piano", "guitar"], default="piano", help="synthesizer of the hilbert images")
-    b.add_argument("--audio", choices=["auto", "recorded", "synth"], default="auto",
-                   help="sound of the hilbert images: auto = a piece's recording (same-stem .wav/.flac/… beside "
-                        "the MIDI file) when it has one, else the synthesizer; recorded = recordings only; "
-                        "synth = synthesizer only")
+    b.add_argument("--encodings", default=None,
+                   help=f"image datasets to render, comma-separated, from {','.join(ENCODINGS)}; 'none' for "
+                        "tables only (default: enc1,enc2,enc3)")
+    # every default below is the config's own (storage_schemas/encodings.py): an option left out is not sent
+    b.add_argument("--resolution", type=float, default=None, dest="resolution_s", help=_doc(RollConfig, "resolution_s"))
+    b.add_argument("--columns", type=int, default=None, help=_doc(RollConfig, "columns"))
+    b.add_argument("--hop", type=int, default=None, dest="hop_columns", help=_doc(RollConfig, "hop_columns"))
+    b.add_argument("--pitch-range", type=_pitch_range, default=None, help="lowest,highest MIDI pitch of a roll (default: "
+                   f"{_default(RollConfig, 'pitch_lo')},{_default(RollConfig, 'pitch_hi')}, the piano's keys)")
+    b.add_argument("--pedal", action="store_true", default=None, help=_doc(RollConfig, "pedal"))
+    b.add_argument("--convention", choices=CONVENTIONS, default=None, help=_doc(RollConfig, "convention"))
+    b.add_argument("--transpose", type=_ints, default=None, dest="transpositions",
+                   help="augmentation: " + _doc(AugmentConfig, "transpositions"))
+    b.add_argument("--noise-fraction", type=float, default=None, help="augmentation: " + _doc(AugmentConfig, "noise_fraction"))
+    b.add_argument("--augment-seed", type=int, default=None, dest="seed", help=_doc(AugmentConfig, "seed"))
+    b.add_argument("--order", type=int, default=None, help=_doc(HilbertConfig, "order"))
+    b.add_argument("--sample-rate", type=int, default=None, help=_doc(HilbertConfig, "sample_rate"))
+    b.add_argument("--timbre", choices=TIMBRES, default=None, help="hilbert images: " + _doc(HilbertConfig, "timbre"))
+    b.add_argument("--audio", choices=AUDIO_MODES, default=None, help="hilbert images: " + _doc(HilbertConfig, "audio"))
     b.add_argument("--json", action="store_true", help="print the flow's result as JSON")
 
     v = sub.add_parser("serve", help="register the deployments with a Prefect server and run them here")
@@ -71,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("decode", help="turn images back into MIDI (rolls) or WAV (Hilbert images)")
     d.add_argument("image", nargs="?", help="a .npy file: one image (C,H,W) or windows (N,C,H,W)")
-    d.add_argument("--encoding", choices=["enc1", "enc2", "enc3", "hilbert"], help="encoding of a .npy image")
+    d.add_argument("--encoding", choices=list(ENCODINGS), help="encoding of a .npy image")
     d.add_argument("--store", default=None, help="decode dataset rows from this store instead")
     d.add_argument("--dataset", default=None, help="dataset name (with --store)")
     d.add_argument("--piece", type=int, default=None, help="piece_id whose windows to decode (with --dataset)")
@@ -132,22 +203,18 @@ def main(argv: list[str] | None = None) -> int:
 
     apply_prefect_defaults()
     if args.command == "build":
-        from flows.build import AugmentParams, BuildParams, HilbertParams, MaestroOverrides, RollParams, run_build
-        from tasks.steps.tables import SplitConfig
+        from flows.build import run_build
 
-        lo, hi = (int(x) for x in args.pitch_range.split(","))
-        encodings = [] if args.encodings.strip().lower() in ("", "none") else args.encodings.split(",")
-        params = BuildParams(
-            source=args.source, store=args.store, name=args.name, strict=args.strict, workers=args.workers,
-            split=SplitConfig(mode=args.split, seed=args.split_seed, ratios=args.split_ratios),
-            maestro=MaestroOverrides(url=args.maestro_url, sha256=args.maestro_sha256, size=args.maestro_size),
-            encodings=encodings,
-            roll=RollParams(resolution_s=args.resolution, columns=args.columns, hop_columns=args.hop or args.columns,
-                            pitch_lo=lo, pitch_hi=hi, pedal=args.pedal),
-            augment=AugmentParams(transpositions=[int(k) for k in args.transpose.split(",") if k.strip()],
-                                  noise_fraction=args.noise_fraction, seed=args.augment_seed),
-            hilbert=HilbertParams(timbre=args.timbre, audio=args.audio),
-        )
+        roll = _given(args, ("resolution_s", "columns", "hop_columns", "pedal", "convention"))
+        if args.pitch_range:
+            roll["pitch_lo"], roll["pitch_hi"] = args.pitch_range
+        encodings = {} if args.encodings is None else {
+            "encodings": [] if args.encodings.strip().lower() in ("", "none") else args.encodings.split(",")}
+        try:
+            params = _build_params(args, roll, encodings)
+        except ValueError as e:  # pydantic's ValidationError is a ValueError
+            print(f"midipix build: {_first_error(e)}", file=sys.stderr)
+            return 2
         result = run_build(params)
         if args.json:
             print(json.dumps(result, indent=1))
@@ -271,33 +338,26 @@ def _train(args) -> int:
     return 0
 
 
-def _roll_config(encoding: str) -> dict:
-    from storage_schemas.encodings import RollConfig
-
-    return RollConfig(encoding=encoding).to_dict()
-
-
 def _decode(args) -> int:
     from pathlib import Path
 
     import numpy as np
 
+    from storage_schemas.encodings import config_from_dict, get_encoding
     from tasks.steps.decode import decode_to_files, piece_images
 
     if args.store and args.dataset and args.piece is not None:
         from tasks.storage.store import Store
 
         images, starts, manifest = piece_images(Store(args.store), args.dataset, args.piece, args.transposition)
-        config = manifest["config"]
+        config = config_from_dict(manifest["config"])
     elif args.image and args.encoding:
         images, starts = np.load(args.image), None
-        if args.encoding == "hilbert":
-            from tasks.steps.render import HilbertConfig
-
-            side = images.shape[-1]
-            config = {"encoding": "hilbert", **HilbertConfig(order=side.bit_length() - 1).to_dict()}
+        encoding = get_encoding(args.encoding)
+        if encoding.kind == "audio":  # the image's side gives the curve's order
+            config = encoding.config(order=images.shape[-1].bit_length() - 1)
         else:
-            config = _roll_config(args.encoding)
+            config = encoding.config()
     else:
         print("give an IMAGE.npy with --encoding, or --store, --dataset and --piece", file=sys.stderr)
         return 2

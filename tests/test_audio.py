@@ -3,6 +3,7 @@ the audio modes, bad recordings, and cache invalidation when a recording changes
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -232,7 +233,7 @@ def test_auto_takes_each_recording_as_read_and_falls_back_to_the_synthesizer(tmp
     store = Store(str(tmp_path / "store"))
     tables, _ = build_tables(store, corpus)
     ids = piece_ids(store, tables)
-    manifest, stats = R.build_image_dataset(store, TABLES, tables, "hilbert", hilbert=HILBERT)
+    manifest, stats = R.build_image_dataset(store, TABLES, tables, HILBERT)
     assert manifest["config"]["audio"] == "auto"
     assert manifest["audio"] == {"recorded": 2, "synth": 1, "rejected": 0} and manifest["rejects"] == []
     assert (stats.recorded_pieces, stats.synth_pieces) == (2, 1)
@@ -250,13 +251,13 @@ def test_auto_takes_each_recording_as_read_and_falls_back_to_the_synthesizer(tmp
     np.testing.assert_array_equal(got, synth_images(store, tables, ids["gen-s11-00002.mid"], HILBERT))
 
     # synth ignores the recordings; the guitar dataset is always synthesized
-    synth = R.HilbertConfig(**{**HILBERT.to_dict(), "audio": "synth"})
-    m2, _ = R.build_image_dataset(store, TABLES, tables, "hilbert", hilbert=synth)
+    synth = dataclasses.replace(HILBERT, audio="synth")
+    m2, _ = R.build_image_dataset(store, TABLES, tables, synth)
     assert m2["version"] != manifest["version"] and m2["audio"] == {"recorded": 0, "synth": 3, "rejected": 0}
     got, labels = piece_rows(store, m2, ids["gen-s11-00000.mid"])
     assert set(labels) == {"synth"}
     np.testing.assert_array_equal(got, synth_images(store, tables, ids["gen-s11-00000.mid"], HILBERT))
-    assert R.encoding_config("hilbert-guitar", None, HILBERT)["audio"] == "synth"
+    assert R.image_config("hilbert-guitar", None, HILBERT).audio == "synth"
 
 
 def test_recorded_mode_and_a_corrupt_recording_leave_out_pieces_and_the_rest_goes_on(tmp_path, corpus):
@@ -264,8 +265,8 @@ def test_recorded_mode_and_a_corrupt_recording_leave_out_pieces_and_the_rest_goe
     store = Store(str(tmp_path / "store"))
     tables, _ = build_tables(store, corpus)
     ids = piece_ids(store, tables)
-    recorded = R.HilbertConfig(**{**HILBERT.to_dict(), "audio": "recorded"})
-    manifest, stats = R.build_image_dataset(store, TABLES, tables, "hilbert", hilbert=recorded)
+    recorded = dataclasses.replace(HILBERT, audio="recorded")
+    manifest, stats = R.build_image_dataset(store, TABLES, tables, recorded)
     rejects = {r["relpath"]: r for r in manifest["rejects"]}
     assert set(rejects) == {"gen-s11-00001.mid", "gen-s11-00002.mid"}
     assert rejects["gen-s11-00001.mid"]["error_kind"] == "audio_unreadable"
@@ -279,7 +280,7 @@ def test_recorded_mode_and_a_corrupt_recording_leave_out_pieces_and_the_rest_goe
     assert set(index["audio"].to_pylist()) == {"recorded"}
 
     # auto: the corrupt recording is still a reject (never silently replaced by the synthesizer)
-    auto, _ = R.build_image_dataset(store, TABLES, tables, "hilbert", hilbert=HILBERT)
+    auto, _ = R.build_image_dataset(store, TABLES, tables, HILBERT)
     assert [r["relpath"] for r in auto["rejects"]] == ["gen-s11-00001.mid"]
     assert auto["audio"] == {"recorded": 1, "synth": 1, "rejected": 1}
 
@@ -293,13 +294,13 @@ def test_recorded_mode_and_a_corrupt_recording_leave_out_pieces_and_the_rest_goe
 def test_a_group_whose_pieces_are_all_left_out_writes_no_shard_and_is_reused(tmp_path, midi):
     store = Store(str(tmp_path / "store"))
     tables, _ = build_tables(store, midi)  # no recordings at all
-    recorded = R.HilbertConfig(**{**HILBERT.to_dict(), "audio": "recorded"})
-    first, stats = R.build_image_dataset(store, TABLES, tables, "hilbert", hilbert=recorded)
+    recorded = dataclasses.replace(HILBERT, audio="recorded")
+    first, stats = R.build_image_dataset(store, TABLES, tables, recorded)
     assert first["shards"] == [] and first["images"] == 0 and stats.rendered_pieces == 3
     assert [g["rows"] for g in first["empty_groups"]] == [0] * len(first["empty_groups"])
     assert sorted(r["error_kind"] for r in first["rejects"]) == ["audio_missing"] * 3
     assert not any(k.endswith(".arrow") for k in store.list(f"datasets/{NAME}"))
-    again, stats = R.build_image_dataset(store, TABLES, tables, "hilbert", hilbert=recorded, previous=first,
+    again, stats = R.build_image_dataset(store, TABLES, tables, recorded, previous=first,
                                          previous_images=R.read_images_table(store, NAME, first["version"]))
     assert stats.rendered_pieces == 0 and again == first
 
@@ -310,7 +311,7 @@ def test_augmented_variants_of_a_recording_are_skipped_not_synthesized(tmp_path,
     store = Store(str(tmp_path / "store"))
     tables, _ = build_tables(store, corpus)
     ids = piece_ids(store, tables)
-    manifest, stats = R.build_image_dataset(store, TABLES, tables, "hilbert", hilbert=HILBERT,
+    manifest, stats = R.build_image_dataset(store, TABLES, tables, HILBERT,
                                             augment=AugmentConfig(transpositions=(2,)))
     index = R.read_images_table(store, NAME, manifest["version"])
     for name, k_values in (("gen-s11-00000.mid", {0}), ("gen-s11-00002.mid", {0, 2})):
@@ -327,7 +328,7 @@ def test_a_changed_recording_changes_the_versions_and_rerenders_only_its_shard(t
         write_sound(folder / f"{stem}.wav", tone(0.6, 8000, 200.0 + 50 * i, channels=1, seed=i), 8000)
     store = Store(str(tmp_path / "store"))
     tables, files = build_tables(store, folder)
-    old, _ = R.build_image_dataset(store, TABLES, tables, "hilbert", hilbert=HILBERT)
+    old, _ = R.build_image_dataset(store, TABLES, tables, HILBERT)
     R.publish_dataset(store, NAME, old["version"])
     assert len(old["shards"]) >= 2  # the test means something only with several shards
 
@@ -346,10 +347,10 @@ def test_a_changed_recording_changes_the_versions_and_rerenders_only_its_shard(t
     assert (result.parsed, result.reused) == (0, 20)
 
     old_index = R.read_images_table(store, NAME, old["version"])
-    new, stats = R.build_image_dataset(store, TABLES, new_tables, "hilbert", hilbert=HILBERT, previous=old,
+    new, stats = R.build_image_dataset(store, TABLES, new_tables, HILBERT, previous=old,
                                        previous_images=old_index)
     assert new["version"] != old["version"]
-    assert R.dataset_version(new_tables["version"], new["config"], R.AugmentConfig()) == new["version"]
+    assert R.dataset_version(new_tables["version"], R.config_from_dict(new["config"]), R.AugmentConfig()) == new["version"]
     assert (stats.rendered_shards, stats.reused_shards) == (1, len(new["shards"]) - 1)
     assert sorted(s["recipe"] for s in new["shards"]) != sorted(s["recipe"] for s in old["shards"])
     assert len({s["recipe"] for s in new["shards"]} - {s["recipe"] for s in old["shards"]}) == 1
@@ -359,7 +360,7 @@ def test_a_changed_recording_changes_the_versions_and_rerenders_only_its_shard(t
     assert set(labels) == {"recorded"}
     # the same table set rendered from scratch gives the same dataset
     scratch = Store(str(tmp_path / "scratch"))
-    full, _ = R.build_image_dataset(scratch, TABLES, build_tables(scratch, folder)[0], "hilbert", hilbert=HILBERT)
+    full, _ = R.build_image_dataset(scratch, TABLES, build_tables(scratch, folder)[0], HILBERT)
     assert full["shards"] == new["shards"] and full["version"] == new["version"]
 
 
@@ -370,8 +371,7 @@ def test_a_table_set_of_schema_version_1_renders_without_recordings(tmp_path, co
         result.tables["pieces"][split] = t.drop_columns(list(S.AUDIO_COLUMNS))
     store = Store(str(tmp_path / "store"))
     T.write_table_set(store, TABLES, "v1-old", result, {})
-    manifest, _ = R.build_image_dataset(store, TABLES, T.read_manifest(store, TABLES, "v1-old"), "hilbert",
-                                        hilbert=HILBERT)
+    manifest, _ = R.build_image_dataset(store, TABLES, T.read_manifest(store, TABLES, "v1-old"), HILBERT)
     assert manifest["audio"] == {"recorded": 0, "synth": 3, "rejected": 0}
 
 
@@ -400,7 +400,7 @@ def test_recordings_beside_midi_in_s3_are_paired_hashed_and_rendered(s3_env, cor
     result = T.build_tables(files, lambda f: read_file_bytes(f.uri), None, ALL_TRAIN)
     T.write_table_set(store, TABLES, "v-s3", result, {})
     tables = T.read_manifest(store, TABLES, "v-s3")
-    manifest, _ = R.build_image_dataset(store, TABLES, tables, "hilbert", hilbert=HILBERT)
+    manifest, _ = R.build_image_dataset(store, TABLES, tables, HILBERT)
     assert manifest["audio"] == {"recorded": 2, "synth": 1, "rejected": 0}
     got, labels = piece_rows(store, manifest, piece_ids(store, tables)["gen-s11-00000.mid"])
     np.testing.assert_array_equal(got[:, 0], expected_images(corpus / "gen-s11-00000.wav", HILBERT))

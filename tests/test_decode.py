@@ -62,7 +62,7 @@ def test_hilbert_rows_decode_to_the_synthesised_audio(built):
 
     store, manifest, notes = built
     cfg = HilbertConfig(order=6, sample_rate=8000)
-    m, _ = build_image_dataset(store, "c", manifest, "hilbert", hilbert=cfg, augment=AugmentConfig())
+    m, _ = build_image_dataset(store, "c", manifest, cfg, augment=AugmentConfig())
     publish_dataset(store, m["name"], m["version"])
     pid = int(notes.piece_id.iloc[0])
     piece = notes[notes.piece_id == pid]

@@ -53,9 +53,7 @@ def publish_tables(store: Store, folder: Path, split: T.SplitConfig = T.SplitCon
 
 
 def build(store: Store, tables: dict, encoding: str, **kw) -> tuple[dict, R.RenderStats]:
-    if encoding == "hilbert":
-        kw.setdefault("hilbert", HILBERT)
-    return R.build_image_dataset(store, TABLES, tables, encoding, **kw)
+    return R.build_image_dataset(store, TABLES, tables, HILBERT if encoding == "hilbert" else encoding, **kw)
 
 
 def pieces_and_notes(store: Store, tables: dict) -> tuple[dict[int, dict], dict[int, dict[str, np.ndarray]]]:
@@ -493,7 +491,7 @@ def _crash_at_every_write(store: Store, tables: dict, faults, after: bool) -> in
     name = SH.dataset_name(TABLES, "enc2")
 
     def attempt(fail_at: int, augment: AugmentConfig, before: str | None) -> str | None:
-        version = R.dataset_version(tables["version"], R.encoding_config("enc2", None, None), augment)
+        version = R.dataset_version(tables["version"], R.image_config("enc2"), augment)
         faults.arm(fail_at, after)
         with pytest.raises(faults.error, match=faults.match):
             _build_and_publish(store, tables, "enc2", augment)

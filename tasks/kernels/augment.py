@@ -9,10 +9,9 @@ transposition is skipped.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-
 import numpy as np
 
+from storage_schemas.encodings import AugmentConfig
 from storage_schemas.tables import SPLITS
 
 PIANO_LO, PIANO_HI = 21, 108
@@ -117,73 +116,6 @@ def pitch_noise(
     n_changed = int(np.count_nonzero((shift != 0) & keep))
     n_dropped = int(n - np.count_nonzero(keep))
     return moved[keep].astype(p.dtype), keep, n_changed, n_dropped
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Which augmented variants to render per piece.
-
-    Attributes
-    ----------
-    transpositions
-        Shifts in semitones rendered besides the original (0 and repeats are ignored).
-    noise_fraction
-        Probability a note gets pitch noise; 0 renders no noisy variants.
-    noise_sigma
-        Standard deviation of the noise, in semitones.
-    seed
-        Root seed; every noisy variant's seed derives from it (see :func:`plan`).
-    apply_to_splits
-        Splits that get augmented variants; the others render only the original.
-    """
-
-    transpositions: tuple[int, ...] = ()
-    noise_fraction: float = 0.0
-    noise_sigma: float = 1.0
-    seed: int = 0
-    apply_to_splits: tuple[str, ...] = ("train",)
-
-    def __post_init__(self):
-        ks = tuple(self.transpositions)
-        if not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in ks):
-            raise ValueError(f"transpositions must be integers, got {ks!r}")
-        if any(abs(int(k)) > 127 for k in ks):
-            raise ValueError(f"transpositions must lie in -127..127, got {ks!r}")
-        object.__setattr__(self, "transpositions", tuple(int(k) for k in ks))
-        if not 0.0 <= self.noise_fraction <= 1.0:
-            raise ValueError(f"noise_fraction must lie in [0, 1], got {self.noise_fraction!r}")
-        if not self.noise_sigma >= 0.0:
-            raise ValueError(f"noise_sigma must be >= 0, got {self.noise_sigma!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        object.__setattr__(self, "seed", int(self.seed))
-        splits = (self.apply_to_splits,) if isinstance(self.apply_to_splits, str) else tuple(self.apply_to_splits)
-        unknown = [s for s in splits if s not in SPLITS]
-        if unknown:
-            raise ValueError(f"unknown splits {unknown!r}; splits are {SPLITS}")
-        object.__setattr__(self, "apply_to_splits", splits)
-        object.__setattr__(self, "noise_fraction", float(self.noise_fraction))
-        object.__setattr__(self, "noise_sigma", float(self.noise_sigma))
-
-    def to_dict(self) -> dict:
-        """Plain JSON-ready dict (lists for tuples)."""
-        d = asdict(self)
-        d["transpositions"] = list(self.transpositions)
-        d["apply_to_splits"] = list(self.apply_to_splits)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AugmentConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error, missing ones take the defaults."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown AugmentConfig keys: {sorted(unknown)}")
-        kw = dict(d)
-        for key in ("transpositions", "apply_to_splits"):
-            if key in kw:
-                kw[key] = tuple(kw[key])
-        return cls(**kw)
 
 
 def noise_seed(cfg: AugmentConfig, k: int, piece_id: int = 0) -> int:

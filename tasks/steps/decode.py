@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from storage_schemas import shards as SH
-from storage_schemas.encodings import RollConfig
+from storage_schemas.encodings import ImageConfig, RollConfig
 from tasks.storage.store import Store
 
 
@@ -71,17 +71,19 @@ def piece_images(store: Store, name: str, piece_id: int, transposition: int = 0,
     return np.stack(images), np.asarray(starts, np.int64), manifest
 
 
-def decode_to_files(images: np.ndarray, config: dict, out: Path, starts: np.ndarray | None = None) -> list[Path]:
-    """Write ``out.mid`` (rolls) or ``out.wav`` (Hilbert images); returns the paths written."""
+def decode_to_files(images: np.ndarray, config: ImageConfig, out: Path, starts: np.ndarray | None = None
+                    ) -> list[Path]:
+    """Write ``out.mid`` (rolls) or ``out.wav`` (Hilbert images) of images rendered under ``config``;
+    returns the paths written."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if config["encoding"] == "hilbert":
+    if config.kind == "audio":
         from tasks.kernels.synth import write_wav
 
         path = out.with_suffix(".wav")
-        write_wav(path, hilbert_to_audio(images, config), config["sample_rate"])
+        write_wav(path, hilbert_to_audio(images, config.to_dict()), config.sample_rate)
         return [path]
-    data, _ = rolls_to_midi(images, config, starts)
+    data, _ = rolls_to_midi(images, config.to_dict(), starts)
     path = out.with_suffix(".mid")
     Store(str(path.parent)).write_bytes(path.name, data)  # temp file + rename
     return [path]

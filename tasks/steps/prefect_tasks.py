@@ -21,6 +21,7 @@ from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 
 from storage_schemas import tables as S
+from storage_schemas.encodings import AugmentConfig, ImageConfig, get_encoding
 from tasks.steps import tables as T
 from tasks.storage.settings import get_settings
 from tasks.storage.sources import (ResolvedSource, fingerprint, generated_source, list_files, maestro_archive,
@@ -188,11 +189,11 @@ def _artifact_key(name: str) -> str:
 
 def _dataset_cache_key(ctx: TaskRunContext, p: dict[str, Any]) -> str:
     from storage_schemas import shards as SH
-    from tasks.steps.render import dataset_version, encoding_config
+    from tasks.steps.render import dataset_version
 
-    config = encoding_config(p["encoding"], p["roll"], p["hilbert"])
+    config = p["config"]
     version = dataset_version(p["tables_version"], config, p["augment"])
-    name = SH.dataset_name(p["tables_name"], p["encoding"])
+    name = SH.dataset_name(p["tables_name"], config.encoding)
     store_tag = hashlib.sha256(p["store_uri"].encode()).hexdigest()[:12]
     key = f"render-images-{store_tag}-{name}-{version}"
     if not Store(p["store_uri"]).exists(SH.manifest_key(name, version)):
@@ -201,17 +202,16 @@ def _dataset_cache_key(ctx: TaskRunContext, p: dict[str, Any]) -> str:
 
 
 @task(name="render-images", cache_key_fn=_dataset_cache_key, persist_result=True, result_serializer="json")
-def render_images(store_uri: str, tables_name: str, tables_version: str, encoding: str, roll, hilbert, augment,
+def render_images(store_uri: str, tables_name: str, tables_version: str, config: ImageConfig, augment: AugmentConfig,
                   workers: int = 2) -> dict:
-    """Render one encoding of a table set into shards (reusing unchanged shards); unpublished."""
+    """Render one image dataset of a table set into shards (reusing unchanged shards); unpublished."""
     from storage_schemas import shards as SH
     from tasks.steps import loader
     from tasks.steps import render
 
     logger = get_run_logger()
     store = Store(store_uri)
-    name = SH.dataset_name(tables_name, encoding)
-    config = render.encoding_config(encoding, roll, hilbert)
+    name = SH.dataset_name(tables_name, config.encoding)
     version = render.dataset_version(tables_version, config, augment)
     if store.exists(SH.manifest_key(name, version)):
         m = loader.read_dataset_manifest(store, name, version)
@@ -226,7 +226,7 @@ def render_images(store_uri: str, tables_name: str, tables_version: str, encodin
         previous = None
     tables_manifest = T.read_manifest(store, tables_name, tables_version)
     t0 = time.perf_counter()
-    manifest, stats = render.build_image_dataset(store, tables_name, tables_manifest, encoding, roll, hilbert, augment,
+    manifest, stats = render.build_image_dataset(store, tables_name, tables_manifest, config, augment,
                                                  previous=previous, previous_images=previous_images, workers=workers,
                                                  progress=_Progress(f"render {name}"))
     logger.info("%s: %d images in %d shards (%d rendered, %d reused), %d augmented variants skipped, "
@@ -270,7 +270,7 @@ def describe_images(store_uri: str, names: list[str], previews: int = 3) -> list
 
         from tasks.steps.preview import preview_markdown
 
-        md = preview_markdown(store, [n for n in names if not n.rsplit(".", 1)[1].startswith("hilbert")],
+        md = preview_markdown(store, [n for n in names if get_encoding(n.rsplit(".", 1)[1]).kind == "roll"],
                               per_dataset=previews)
         if md:
             create_markdown_artifact(key="image-previews", markdown=md, description="A few windows of each encoding")

@@ -28,45 +28,16 @@ import pyarrow.parquet as pq
 
 from storage_schemas import shards as SH
 from storage_schemas import tables as S
-from storage_schemas.encodings import RollConfig
+from storage_schemas.encodings import (AugmentConfig, HilbertConfig, ImageConfig, RollConfig, config_from_dict,
+                                      get_encoding)
 from tasks.storage import publish as P
 from tasks.steps import tables as T
-from tasks.storage.recordings import AUDIO_MODES, AudioError
-from tasks.kernels.augment import AugmentConfig, apply_variant, plan
+from tasks.storage.recordings import AudioError
+from tasks.kernels.augment import apply_variant, plan
 from tasks.storage.shards import encode_shard, group_pieces, recipe_key
 from tasks.storage.store import Store
 
 NOTE_COLUMNS = ["piece_id", "pitch", "velocity", "program", "onset_s", "offset_s", "offset_pedal_s"]
-
-
-@dataclass(frozen=True)
-class HilbertConfig:
-    """Audio images: a piece's recording, or its notes rendered by the built-in synthesizer, cut into
-    blocks on a Hilbert curve.
-
-    ``audio`` picks the sound: ``"auto"`` the piece's recording when it has one, else the synthesizer;
-    ``"recorded"`` the recording only (a piece without one is a reject); ``"synth"`` the synthesizer
-    only. ``timbre`` and ``pedal`` concern the synthesizer. Recordings are folded to mono and resampled
-    to ``sample_rate`` (:mod:`tasks.storage.recordings`).
-    """
-
-    order: int = 8  # 2**order × 2**order pixels, 4**order samples per image
-    sample_rate: int = 44100
-    timbre: str = "piano"  # "piano" | "guitar"
-    pedal: bool = True  # sound notes for as long as the sustain pedal holds them
-    audio: str = "auto"  # "auto" | "recorded" | "synth"
-
-    def __post_init__(self) -> None:
-        if self.audio not in AUDIO_MODES:
-            raise ValueError(f"audio must be one of {AUDIO_MODES}, got {self.audio!r}")
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        side = 1 << self.order
-        return (1, side, side)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def code_version() -> str:
@@ -81,18 +52,19 @@ def code_version() -> str:
     return h.hexdigest()[:16]
 
 
-def encoding_config(encoding: str, roll: RollConfig | None, hilbert: HilbertConfig | None) -> dict:
-    if encoding.startswith("hilbert"):
-        cfg = hilbert or HilbertConfig()
-        if encoding != "hilbert":  # "hilbert-guitar": the same images of another timbre, always synthesized
-            cfg = HilbertConfig(**{**cfg.to_dict(), "timbre": encoding.split("-", 1)[1], "audio": "synth"})
-        return {"encoding": "hilbert", **cfg.to_dict()}
-    cfg = roll or RollConfig(encoding=encoding)
-    return {**cfg.to_dict(), "encoding": encoding}
+def image_config(encoding: str, roll: RollConfig | None = None, hilbert: HilbertConfig | None = None) -> ImageConfig:
+    """The config ``encoding`` is rendered under: ``roll``'s or ``hilbert``'s settings (whichever its kind
+    takes; default the defaults) with the encoding's own name and fixed fields."""
+    enc = get_encoding(encoding)
+    return enc.config(roll if enc.kind == "roll" else hilbert)
 
 
-def dataset_version(tables_version: str, config: dict, augment: AugmentConfig) -> str:
-    doc = {"tables": tables_version, "config": config, "augment": augment.to_dict(), "code": code_version(),
+def _is_audio(config: dict) -> bool:
+    return get_encoding(config["encoding"]).kind == "audio"
+
+
+def dataset_version(tables_version: str, config: ImageConfig, augment: AugmentConfig) -> str:
+    doc = {"tables": tables_version, "config": config.to_dict(), "augment": augment.to_dict(), "code": code_version(),
            "schema": SH.SHARDS_SCHEMA_VERSION}
     return f"v{SH.SHARDS_SCHEMA_VERSION}-" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -108,7 +80,7 @@ def render_piece(notes: dict[str, np.ndarray], config: dict, k: int, seed: int |
         return None  # the transposition would push notes off the keyboard: skipped, never wrapped
     cols = {c: v[keep] for c, v in notes.items()}
     cols["pitch"] = np.asarray(new_pitch, np.uint8)
-    if config["encoding"] == "hilbert":
+    if _is_audio(config):
         return (*_hilbert_images(cols, config), n_lost)
     from tasks.kernels.rolls import to_windows
 
@@ -201,15 +173,18 @@ def _load_pieces(store: Store, tables_manifest: dict) -> list[dict]:
     return rows
 
 
-def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, encoding: str,
-                        roll: RollConfig | None = None, hilbert: HilbertConfig | None = None,
+def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, config: ImageConfig | str,
                         augment: AugmentConfig = AugmentConfig(), previous: dict | None = None,
                         previous_images: pa.Table | None = None, workers: int = 2,
                         progress: Callable[[int, int], None] | None = None) -> tuple[dict, RenderStats]:
-    """Render, shard and write one dataset version (unpublished); returns its manifest and what it did."""
-    name = SH.dataset_name(tables_name, encoding)
-    config = encoding_config(encoding, roll, hilbert)
-    version = dataset_version(tables_manifest["version"], config, augment)
+    """Render, shard and write one dataset version (unpublished); returns its manifest and what it did.
+
+    ``config`` is the dataset's image config (an encoding's name alone takes that encoding's defaults).
+    """
+    image = get_encoding(config).config() if isinstance(config, str) else config
+    name = SH.dataset_name(tables_name, image.encoding)
+    config = image.to_dict()
+    version = dataset_version(tables_manifest["version"], image, augment)
     code = code_version()
     pieces = _load_pieces(store, tables_manifest)
     notes, slices = _load_notes(store, tables_manifest)
@@ -226,7 +201,7 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
             h.update(np.ascontiguousarray(columns[c][a:b]).tobytes())
         return h.hexdigest()[:16]
 
-    hilbert = config["encoding"] == "hilbert"
+    hilbert = _is_audio(config)
 
     def audio_key(p: dict) -> str:
         # audio images depend on where the sound comes from: a recording enters by its bytes' hash
@@ -343,7 +318,7 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
         res = config.get("resolution_s")
         start_s = cols[1] * res if res else cols[1] * (4 ** config.get("order", 8)) / config.get("sample_rate", 1)
         image_tables.append(pa.Table.from_arrays([
-            pa.array(cols[0].astype(np.int64)), pa.array([split] * n, pa.string()), pa.array([encoding] * n, pa.string()),
+            pa.array(cols[0].astype(np.int64)), pa.array([split] * n, pa.string()), pa.array([image.encoding] * n, pa.string()),
             pa.array(cols[1].astype(np.int32)), pa.array(np.asarray(start_s, np.float64)),
             pa.array(cols[2].astype(np.int8)), pa.array(cols[3].astype(np.int64)),
             pa.array([rec["sha256"]] * n, pa.string()), pa.array(np.arange(n, dtype=np.int32)),
@@ -355,9 +330,9 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
     store.write_bytes(SH.images_key(name, version), images_bytes)
     manifest = {
         "kind": "midipix.dataset", "schema_version": SH.SHARDS_SCHEMA_VERSION, "name": name, "version": version,
-        "encoding": encoding, "config": config, "augment": augment.to_dict(), "code_version": code,
+        "encoding": image.encoding, "config": config, "augment": augment.to_dict(), "code_version": code,
         "tables": {"name": tables_name, "version": tables_manifest["version"]},
-        "shape": list(image_shape(config)), "dtype": "float16" if config["encoding"] == "hilbert" else "uint8",
+        "shape": list(image.shape), "dtype": image.spec.dtype,
         "shards": shards, "images": int(images_table.num_rows),
         "images_table": {"key": SH.images_key(name, version), "sha256": hashlib.sha256(images_bytes).hexdigest()},
         "bytes": sum(s["bytes"] for s in shards), "raw_bytes": sum(s["raw_bytes"] for s in shards),
@@ -374,10 +349,7 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
 
 def image_shape(config: dict) -> tuple[int, ...]:
     """Image shape (channels, height, width) of an encoding config."""
-    if config["encoding"] == "hilbert":
-        side = 1 << config["order"]
-        return (1, side, side)
-    return RollConfig.from_dict(config).shape
+    return config_from_dict(config).shape
 
 
 def publish_dataset(store: Store, name: str, version: str) -> bool:
