@@ -151,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pv = sub.add_parser("preview", help="write PNG previews of rolls (pitch axis labelled, onsets marked)")
     pv.add_argument("image", nargs="?", help="a .npy roll (C,H,W)")
-    pv.add_argument("--encoding", choices=["enc1", "enc2", "enc3"], default="enc2")
+    pv.add_argument("--encoding", choices=[n for n, e in ENCODINGS.items() if e.kind == "roll"], default="enc2")
     pv.add_argument("--store", default=None)
     pv.add_argument("--dataset", default=None)
     pv.add_argument("-n", type=int, default=4, help="previews per dataset")
@@ -338,12 +338,26 @@ def _train(args) -> int:
     return 0
 
 
+def _config_for_image(encoding: str, image):
+    """The config of a bare image file: an audio image's side gives its curve's order; a roll's rows count
+    up from the piano's lowest key (from pitch 0 when it has more rows than that leaves) and its columns
+    are the window."""
+    from storage_schemas.encodings import RollConfig, get_encoding
+
+    enc = get_encoding(encoding)
+    if enc.kind == "audio":
+        return enc.config(order=image.shape[-1].bit_length() - 1)
+    rows, lo = image.shape[-2], RollConfig.__dataclass_fields__["pitch_lo"].default
+    lo = lo if lo + rows <= 128 else 0
+    return enc.config(columns=image.shape[-1], pitch_lo=lo, pitch_hi=lo + rows - 1)
+
+
 def _decode(args) -> int:
     from pathlib import Path
 
     import numpy as np
 
-    from storage_schemas.encodings import config_from_dict, get_encoding
+    from storage_schemas.encodings import config_from_dict
     from tasks.steps.decode import decode_to_files, piece_images
 
     if args.store and args.dataset and args.piece is not None:
@@ -353,11 +367,7 @@ def _decode(args) -> int:
         config = config_from_dict(manifest["config"])
     elif args.image and args.encoding:
         images, starts = np.load(args.image), None
-        encoding = get_encoding(args.encoding)
-        if encoding.kind == "audio":  # the image's side gives the curve's order
-            config = encoding.config(order=images.shape[-1].bit_length() - 1)
-        else:
-            config = encoding.config()
+        config = _config_for_image(args.encoding, images)
     else:
         print("give an IMAGE.npy with --encoding, or --store, --dataset and --piece", file=sys.stderr)
         return 2
@@ -381,7 +391,8 @@ def _preview(args) -> int:
 
         from tasks.steps.preview import roll_png
 
-        pictures = [(Path(args.image).stem, roll_png(np.load(args.image), args.encoding))]
+        image = np.load(args.image)
+        pictures = [(Path(args.image).stem, roll_png(image, _config_for_image(args.encoding, image)))]
     else:
         print("give an IMAGE.npy, or --store and --dataset", file=sys.stderr)
         return 2

@@ -96,3 +96,26 @@ def test_cli_decode_preview_and_pull(built, tmp_path):
     assert len(pngs) == 2 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert main(["pull", store.uri, "c.enc2", "--to", str(tmp_path / "cache")]) == 0
     assert Store(str(tmp_path / "cache")).exists("datasets/c.enc2/CURRENT")
+
+
+def test_cli_decodes_and_previews_a_dataset_of_another_window_and_keyboard(built, tmp_path):
+    """Columns, pitch range and resolution come from the dataset's config, not the paper's defaults."""
+    from flows.cli import main
+
+    store, manifest, notes = built
+    cfg = RollConfig("enc2", columns=64, pitch_lo=36, pitch_hi=96, resolution_s=0.1)
+    m, _ = build_image_dataset(store, "c", manifest, cfg, augment=AugmentConfig())
+    publish_dataset(store, m["name"], m["version"])
+    pid = int(notes.piece_id.iloc[0])
+    assert main(["decode", "--store", store.uri, "--dataset", "c.enc2", "--piece", str(pid),
+                 "--out", str(tmp_path / "piece")]) == 0
+    back = read_midi((tmp_path / "piece.mid").read_bytes())
+    piece = notes[(notes.piece_id == pid) & notes.pitch.between(36, 96)]
+    assert back.n_notes == len(piece) and back.pitch.min() >= 36 and back.pitch.max() <= 96
+    assert main(["preview", "--store", store.uri, "--dataset", "c.enc2", "-n", "1", "--out", str(tmp_path / "png")]) == 0
+    images, _, _ = piece_images(store, "c.enc2", pid)
+    assert images.shape[1:] == (3, 61, 64)
+    np.save(tmp_path / "one.npy", images[0])
+    assert main(["preview", str(tmp_path / "one.npy"), "--encoding", "enc2", "--out", str(tmp_path / "png1")]) == 0
+    assert main(["decode", str(tmp_path / "one.npy"), "--encoding", "enc2", "--out", str(tmp_path / "one")]) == 0
+    assert read_midi((tmp_path / "one.mid").read_bytes()).n_notes > 0

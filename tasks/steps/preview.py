@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 
-from storage_schemas.encodings import ONSET, SUSTAIN
+from storage_schemas.encodings import ONSET, SUSTAIN, RollConfig, config_from_dict
 from tasks.storage.store import Store
 
 NOTE_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
@@ -17,17 +17,19 @@ def note_name(pitch: int) -> str:
     return f"{NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
 
 
-def roll_rgb(image: np.ndarray, encoding: str) -> np.ndarray:
-    """An (rows, columns, 3) float picture of one roll, high notes on top.
+def roll_rgb(image: np.ndarray, config: RollConfig) -> np.ndarray:
+    """An (rows, columns, 3) float picture of one roll rendered under ``config``, high notes on top.
 
     Sustained columns are blue with brightness from velocity (when the encoding has it), onset pixels
-    orange; enc1 (onset pixels only) draws each note's length from its onset as a faint bar.
+    orange; an encoding that paints only onset pixels with a length (enc1) draws each note's length from
+    its onset as a faint bar.
     """
     rows, cols = image.shape[1], image.shape[2]
     rgb = np.ones((rows, cols, 3))
     state = image[0]
-    vel = image[1] / 127.0 if encoding in ("enc1", "enc2") else np.ones_like(state, dtype=float)
-    if encoding == "enc1":
+    names = config.spec.channel_names
+    vel = image[names.index("velocity")] / 127.0 if "velocity" in names else np.ones_like(state, dtype=float)
+    if names[0] == "length":
         for r, c in zip(*np.nonzero(state)):
             end = min(cols, c + int(state[r, c]))
             rgb[r, c:end] = (0.75, 0.82, 0.95)
@@ -42,23 +44,26 @@ def roll_rgb(image: np.ndarray, encoding: str) -> np.ndarray:
     return rgb[::-1]
 
 
-def roll_png(image: np.ndarray, encoding: str, pitch_lo: int = 21, resolution_s: float = 0.05,
-             start_s: float = 0.0, title: str | None = None) -> bytes:
-    """PNG bytes of one roll with labelled axes (pitch names, seconds)."""
+def roll_png(image: np.ndarray, config: RollConfig, start_s: float = 0.0, title: str | None = None) -> bytes:
+    """PNG bytes of one roll rendered under ``config``, with labelled axes (pitch names, seconds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if image.shape != config.shape:
+        raise ValueError(f"a {config.encoding} image of {config.rows} x {config.columns} has shape {config.shape}, "
+                         f"got {image.shape}")
     rows, cols = image.shape[1], image.shape[2]
+    pitch_lo, resolution_s = config.pitch_lo, config.resolution_s
     fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
-    ax.imshow(roll_rgb(image, encoding), aspect="auto", interpolation="nearest",
+    ax.imshow(roll_rgb(image, config), aspect="auto", interpolation="nearest",
               extent=(start_s, start_s + cols * resolution_s, pitch_lo - 0.5, pitch_lo + rows - 0.5))
     ticks = [p for p in range(pitch_lo, pitch_lo + rows) if p % 12 == 0]
     ax.set_yticks(ticks, [note_name(p) for p in ticks])
     ax.set_xlabel("time (s)")
     ax.set_ylabel("pitch")
-    ax.set_title(title or f"{encoding}: orange = onset, blue = sustained (darker = softer)", fontsize=9)
+    ax.set_title(title or f"{config.encoding}: orange = onset, blue = sustained (darker = softer)", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -78,14 +83,13 @@ def dataset_previews(store: Store, name: str, n: int = 3, split: str | None = No
     table = read_shard(store.read_bytes(shards[0]["key"]))
     images = table.column("image").combine_chunks().to_numpy_ndarray()
     busiest = np.argsort(-(images[:, 0] > 0).reshape(len(images), -1).sum(axis=1), kind="stable")[:n]
-    cfg = manifest["config"]
+    cfg = config_from_dict(manifest["config"])
     out = []
     for i in sorted(busiest):
         pid = table.column("piece_id")[int(i)].as_py()
         start = table.column("window_start")[int(i)].as_py()
         caption = f"{name} piece {pid} window at column {start}"
-        out.append((caption, roll_png(images[i], manifest["encoding"], cfg["pitch_lo"], cfg["resolution_s"],
-                                      start * cfg["resolution_s"], caption)))
+        out.append((caption, roll_png(images[i], cfg, start * cfg.resolution_s, caption)))
     return out
 
 

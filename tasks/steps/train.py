@@ -355,7 +355,7 @@ def generate(store_uri: str, prefix: str, n: int = 4, seed: int = 0, data_uri: s
                 images[:, 1] = np.where(state > 0, 80, 0)  # velocity for enc1/enc2 channels
     roll_cfg = RollConfig(encoding=meta["encoding"]).to_dict()
     for i in range(images.shape[0]):
-        put(f"sample-{i:02d}.png", roll_png(images[i], meta["encoding"], title=f"{meta['model']} sample {i}"))
+        put(f"sample-{i:02d}.png", roll_png(images[i], RollConfig(encoding=meta["encoding"]), title=f"{meta['model']} sample {i}"))
         try:
             midi, _ = rolls_to_midi(images[i], roll_cfg)
             put(f"sample-{i:02d}.mid", midi)
