@@ -89,3 +89,20 @@ def test_a_bad_option_is_one_line_and_exit_code_2(capsys):
     assert main(["build", "--columns", "10", "--hop", "20", "--store", "unused"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "midipix build: hop_columns must be in 1..columns (10), got 20"
+
+
+def test_a_roll_encoding_without_a_renderer_is_refused_not_drawn_as_its_look_alike(monkeypatch):
+    """Rendering dispatches on the encoding, not on its channel count: a new 3-channel encoding registered
+    without a renderer must not come out as enc2."""
+    import numpy as np
+
+    import storage_schemas.encodings as SE
+    from tasks.kernels.rolls import to_windows
+
+    enc4 = SE.Encoding("enc4", SE.RollConfig, ("state", "velocity", "program"), "uint8", "a new encoding")
+    monkeypatch.setattr(SE, "ROLL_ENCODINGS", SE.ROLL_ENCODINGS + ("enc4",))
+    monkeypatch.setitem(SE.ENCODINGS, "enc4", enc4)
+    cfg = SE.RollConfig("enc4")
+    assert cfg.shape == (3, 88, 200)
+    with pytest.raises(ValueError, match="no roll renderer for encoding 'enc4'"):
+        to_windows(np.array([60]), np.array([80]), np.array([0]), np.array([0.0]), np.array([1.0]), cfg)

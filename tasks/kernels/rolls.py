@@ -87,6 +87,11 @@ __all__ = [
     "decode_runs_reference",
 ]
 
+# how each roll encoding is drawn (by name: a new encoding without an entry here is refused, never drawn
+# as the one its channel count resembles)
+ONSET_PIXELS, SPANS, SPANS_COLOUR = 0, 1, 2
+STYLES = {"enc1": ONSET_PIXELS, "enc2": SPANS_COLOUR, "enc3": SPANS}
+
 GRID_EPS = 1e-9  # in columns: a time this close below a column boundary counts as on it
 DEFAULT_BPM = 120.0
 _NO_TEMPO = np.zeros(0, np.uint8)
@@ -145,6 +150,16 @@ def _column_of(t, fs, pretty):
     return np.int64(np.floor(t * fs + GRID_EPS))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _span_of(onset, offset, fs, pretty):
+    """Half-open column span ``(start, stop)`` of one note: in the midipix convention at least a column."""
+    s = _column_of(onset, fs, pretty)
+    e = _column_of(offset, fs, pretty)
+    if not pretty and e <= s:
+        e = s + 1
+    return s, e
+
+
 @numba.njit(cache=True, nogil=True)
 def _columns_kernel(onset, offset, res, pretty):
     """``(start, stop, end, ordered)``: column spans, the largest stop (>= 0) and whether the starts
@@ -156,10 +171,7 @@ def _columns_kernel(onset, offset, res, pretty):
     end = np.int64(0)
     ordered = True
     for i in range(n):
-        s = _column_of(onset[i], fs, pretty)
-        e = _column_of(offset[i], fs, pretty)
-        if not pretty and e <= s:
-            e = s + 1
+        s, e = _span_of(onset[i], offset[i], fs, pretty)
         start[i] = s
         stop[i] = e
         if i > 0 and s < start[i - 1]:
@@ -210,8 +222,13 @@ def window_starts(n_columns_total: int, cfg: RollConfig) -> np.ndarray:
 
 
 def _n_windows(n_columns_total: int, cfg: RollConfig) -> int:
-    n, cols, hop = max(int(n_columns_total), 0), cfg.columns, cfg.hop_columns
-    return 1 if n <= cols else 1 + (n - cols + hop - 1) // hop
+    return int(_window_count(max(int(n_columns_total), 0), cfg.columns, cfg.hop_columns))
+
+
+@numba.njit(cache=True, nogil=True)
+def _window_count(n_columns, cols, hop):
+    """Windows of ``cols`` columns every ``hop`` columns covering ``n_columns`` (at least one)."""
+    return 1 if n_columns <= cols else 1 + (n_columns - cols + hop - 1) // hop
 
 
 def tempo_at(onset_s, tempo_time_s, tempo_bpm, default_bpm: float = DEFAULT_BPM) -> np.ndarray:
@@ -339,26 +356,48 @@ def _paint_short(addr, wbase, ws, r, s, e, vel, prog, cols, plane, wsize, colour
 
 
 @numba.njit(cache=True, nogil=True)
-def _paint_spans(pitch, velocity, program, start, stop, pitch_lo, hop, out, colour):
+def _spans_kernel(out, zeroed, a, b, seconds, fs, pretty, pitch, velocity, program, pitch_lo, hop, colour):
+    """The one span renderer (enc2 with ``colour``, enc3 without): draw notes into ``out`` (W, C, rows,
+    columns), window ``w`` starting at column ``w * hop``.
+
+    The notes' spans are ``a``/``b``: seconds (``seconds``: turned into columns here, at ``fs`` columns a
+    second in the ``pretty`` convention) or columns. Windows ``zeroed ..`` of ``out`` are not yet zero:
+    with windows side by side (``hop == cols``) each is zero-filled just before the first note drawn
+    into it, so it is still in cache while it is drawn, and the rest at the end; short notes take
+    :func:`_paint_short`, other notes and layouts :func:`_paint_note`.
+
+    Returns ``(skipped, ok)``: notes outside the pitch range, and False (``out`` to be discarded) when
+    the notes are not sorted by start column or a MIDI value lies outside 0..127.
+    """
     n_win, channels, rows, cols = out.shape
     flat = out.reshape(-1)
     plane = np.uint64(rows * cols)
     wsize = np.uint64(channels * rows * cols)
     run_end = np.zeros(256, np.int64)  # per pitch: where the stretch drawn so far ends
     addr = np.uint64(flat.ctypes.data)
-    tiled = hop == cols and cols >= BLOCK  # windows side by side: the short-note path applies
+    tiled = hop == cols and cols >= BLOCK  # windows side by side: short-note path, lazy zeroing
     skipped = 0
     w0 = 0
-    ws = np.int64(0)  # first column of window w0 (tiled)
-    wbase = np.uint64(0)  # its flat index
+    ws = np.int64(0)  # first column of window w0
+    wbase = np.uint64(0)  # flat index of window w0
+    previous = np.int64(-(2 ** 62))
+    if not tiled:  # other layouts: zero-filled first
+        zeroed = _zero_windows(flat, zeroed, n_win, wsize)
     for i in range(pitch.shape[0]):
+        if seconds:
+            s, e = _span_of(a[i], b[i], fs, pretty)
+        else:
+            s, e = np.int64(a[i]), np.int64(b[i])
         p = np.int64(pitch[i])
+        vel = np.int64(velocity[i])
+        prog = np.int64(program[i])
+        if s < previous or np.uint64(p | vel | prog) > np.uint64(127):  # unsorted, or a value outside 0..127
+            return skipped, False
+        previous = s
         r = p - pitch_lo
         if r < 0 or r >= rows:
             skipped += 1
             continue
-        s = start[i]
-        e = stop[i]
         if e <= s:
             continue
         held = run_end[p]
@@ -367,17 +406,25 @@ def _paint_spans(pitch, velocity, program, start, stop, pitch_lo, hop, out, colo
             e = held
         run_end[p] = e
         if tiled:
-            while s >= ws + cols:  # the window holding column s
+            while s >= ws + cols:  # the window holding column s (hop == cols: exactly one)
                 w0 += 1
                 ws += cols
                 wbase += wsize
-            if w0 < n_win and ws <= s and e - s <= BLOCK and (e <= ws + cols or w0 + 1 < n_win):
-                _paint_short(addr, wbase, ws, r, s, e, velocity[i], program[i], cols, plane, wsize, colour, overlap)
-                continue
-        w0 = _paint_note(addr, w0, r, s, e, velocity[i], program[i], hop, n_win, cols, wsize, plane, colour, overlap)
+            if w0 < n_win and ws <= s and e - s <= BLOCK:
+                reach = w0 + 1 if e <= ws + cols else w0 + 2  # windows the note touches: w0 .. reach-1
+                if reach <= n_win:
+                    if zeroed < reach:  # first note in these windows: zero them (and any skipped) now;
+                        # written out rather than _zero_windows: that call takes the array (refcounts per note)
+                        flat[np.uint64(zeroed) * wsize : np.uint64(reach) * wsize] = 0
+                        zeroed = reach
+                    _paint_short(addr, wbase, ws, r, s, e, vel, prog, cols, plane, wsize, colour, overlap)
+                    continue
+            zeroed = _zero_windows(flat, zeroed, min(n_win, (e - 1) // cols + 1), wsize)
+        w0 = _paint_note(addr, w0, r, s, e, vel, prog, hop, n_win, cols, wsize, plane, colour, overlap)
         ws = w0 * hop
         wbase = np.uint64(w0) * wsize
-    return skipped
+    _zero_windows(flat, zeroed, n_win, wsize)
+    return skipped, True
 
 
 @numba.njit(cache=True, nogil=True)
@@ -387,13 +434,15 @@ def render_enc2_kernel(pitch, velocity, program, start, stop, pitch_lo, hop, out
     ``pitch``/``velocity``/``program`` uint8, ``start``/``stop`` int64 sorted by ``start``; ``out``
     C-contiguous and zero. Returns the number of notes outside ``pitch_lo .. pitch_lo + rows - 1``.
     """
-    return _paint_spans(pitch, velocity, program, start, stop, pitch_lo, hop, out, True)
+    return _spans_kernel(out, out.shape[0], start, stop, False, 1.0, False, pitch, velocity, program, pitch_lo, hop,
+                         True)[0]
 
 
 @numba.njit(cache=True, nogil=True)
 def render_enc3_kernel(pitch, start, stop, pitch_lo, hop, out):
     """Draw enc3 into ``out`` (W, 1, rows, columns); see :func:`render_enc2_kernel`."""
-    return _paint_spans(pitch, pitch, pitch, start, stop, pitch_lo, hop, out, False)
+    return _spans_kernel(out, out.shape[0], start, stop, False, 1.0, False, pitch, pitch, pitch, pitch_lo, hop,
+                         False)[0]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -478,7 +527,7 @@ def _spans_reference(pitch, velocity, program, start, stop, pitch_lo, hop, out):
         full[0, r, a:e] = SUSTAIN
         if s >= 0:
             full[0, r, s] = ONSET
-        if channels == 3:
+        if velocity is not None:
             full[1, r, a:e] = velocity[i]
             full[2, r, a:e] = program[i]
     _slice_windows(full, hop, out)
@@ -545,17 +594,23 @@ def _midi_values(pitch, velocity, program, n: int) -> tuple[np.ndarray, np.ndarr
     return p, v, g
 
 
+def _style(cfg: RollConfig) -> int:
+    try:
+        return STYLES[cfg.encoding]
+    except KeyError:
+        raise ValueError(f"no roll renderer for encoding {cfg.encoding!r}") from None
+
+
 def _render(out, pitch, velocity, program, start, stop, ordered: bool, cfg: RollConfig, tempo_bpm) -> int:
     n = start.shape[0]
     pitch, velocity, program = _midi_values(pitch, velocity, program, n)
     if not ordered:
         order = np.argsort(start, kind="stable")  # ties keep array order: the later note wins
         start, stop, pitch, velocity, program = start[order], stop[order], pitch[order], velocity[order], program[order]
-    lo, hop = cfg.pitch_lo, cfg.hop_columns
-    if cfg.encoding == "enc2":
-        return int(render_enc2_kernel(pitch, velocity, program, start, stop, lo, hop, out))
-    if cfg.encoding == "enc3":
-        return int(render_enc3_kernel(pitch, start, stop, lo, hop, out))
+    lo, hop, style = cfg.pitch_lo, cfg.hop_columns, _style(cfg)
+    if style != ONSET_PIXELS:
+        return int(_spans_kernel(out, out.shape[0], start, stop, False, 1.0, False, pitch, velocity, program, lo, hop,
+                                 style == SPANS_COLOUR)[0])
     bpm = np.broadcast_to(np.asarray(DEFAULT_BPM if tempo_bpm is None else tempo_bpm, np.float64), (n,))
     if not ordered:
         bpm = bpm[order]
@@ -624,27 +679,21 @@ def _zero_windows(flat, lo, hi, wsize):
 
 
 @numba.njit(cache=True, nogil=True)
-def _render_piece_kernel(onset, offset, pitch, velocity, program, tempo, res, pretty, channels, pitch_lo, rows,
-                         cols, hop, n_columns):
+def _render_piece_kernel(onset, offset, pitch, velocity, program, tempo, res, pretty, style, channels, pitch_lo,
+                         rows, cols, hop, n_columns):
     """:func:`to_windows` in one call for the common case: columns, checks, allocation and drawing.
 
+    ``style`` is :data:`ONSET_PIXELS` (enc1: :func:`render_enc1_kernel`) or :data:`SPANS` /
+    :data:`SPANS_COLOUR` (:func:`_spans_kernel`, which takes the seconds itself: one pass over the notes).
     Returns ``(out, n_columns, skipped, ok)``; ``ok`` is False (and ``out`` is to be discarded) when the
     notes are not sorted by start column or a MIDI value lies outside 0..127, for the caller to handle.
-    enc2/enc3 take one pass over the notes (seconds to columns, checks and drawing together). With
-    windows side by side (``hop == cols``, the default) the output is zero-filled a window at a time,
-    just before the first note drawn into it, so that window is still in cache while it is drawn, and
-    short notes take :func:`_paint_short`; other notes and layouts take :func:`_paint_note`.
     """
     fs = 1.0 / res
     if n_columns < 0:
         n_columns = _piece_end(onset, offset, fs, pretty)
-    n_win = 1 if n_columns <= cols else 1 + (n_columns - cols + hop - 1) // hop
-    tiled = hop == cols and cols >= BLOCK and channels != 4  # windows side by side: short-note path, lazy zeroing
-    if tiled:  # zeroed a window at a time just before it is drawn (while it is in cache), the rest at the end
-        out = np.empty((n_win, channels, rows, cols), np.uint8)
-    else:
+    n_win = _window_count(n_columns, cols, hop)
+    if style == ONSET_PIXELS:
         out = np.zeros((n_win, channels, rows, cols), np.uint8)  # (W, C, rows, columns)
-    if channels == 4:
         start, stop, _, ordered = _columns_kernel(onset, offset, res, pretty)
         lo, hi = _value_range(pitch, velocity, program)
         if not ordered or lo < 0 or hi > 127:
@@ -652,61 +701,10 @@ def _render_piece_kernel(onset, offset, pitch, velocity, program, tempo, res, pr
         skipped = render_enc1_kernel(pitch.astype(np.uint8), velocity.astype(np.uint8), program.astype(np.uint8),
                                      tempo, start, stop, pitch_lo, hop, out)
         return out, n_columns, skipped, True
-    flat = out.reshape(-1)
-    plane = np.uint64(rows * cols)
-    wsize = np.uint64(channels * rows * cols)
-    run_end = np.zeros(256, np.int64)
-    addr = np.uint64(flat.ctypes.data)
-    colour = channels == 3
-    skipped = 0
-    w0 = 0
-    zeroed = 0  # windows 0 .. zeroed-1 are zero-filled (tiled only)
-    ws = np.int64(0)  # first column of window w0
-    wbase = np.uint64(0)  # flat index of window w0
-    previous = np.int64(-(2 ** 62))
-    for i in range(onset.shape[0]):
-        s = _column_of(onset[i], fs, pretty)
-        e = _column_of(offset[i], fs, pretty)
-        if not pretty and e <= s:
-            e = s + 1
-        p = np.int64(pitch[i])
-        vel = np.int64(velocity[i])
-        prog = np.int64(program[i])
-        if s < previous or np.uint64(p | vel | prog) > np.uint64(127):  # unsorted, or a value outside 0..127
-            return out, n_columns, skipped, False
-        previous = s
-        r = p - pitch_lo
-        if r < 0 or r >= rows:
-            skipped += 1
-            continue
-        if e <= s:
-            continue
-        held = run_end[p]
-        overlap = held > s
-        if overlap and held > e:
-            e = held
-        run_end[p] = e
-        if tiled:
-            while s >= ws + cols:  # the window holding column s (hop == cols: exactly one)
-                w0 += 1
-                ws += cols
-                wbase += wsize
-            if w0 < n_win and ws <= s and e - s <= BLOCK:
-                reach = w0 + 1 if e <= ws + cols else w0 + 2  # windows the note touches: w0 .. reach-1
-                if reach <= n_win:
-                    if zeroed < reach:  # first note in these windows: zero them (and any skipped) now;
-                        # written out rather than _zero_windows: that call takes the array (refcounts per note)
-                        flat[np.uint64(zeroed) * wsize : np.uint64(reach) * wsize] = 0
-                        zeroed = reach
-                    _paint_short(addr, wbase, ws, r, s, e, vel, prog, cols, plane, wsize, colour, overlap)
-                    continue
-            zeroed = _zero_windows(flat, zeroed, min(n_win, (e - 1) // cols + 1), wsize)
-        w0 = _paint_note(addr, w0, r, s, e, vel, prog, hop, n_win, cols, wsize, plane, colour, overlap)
-        ws = w0 * hop
-        wbase = np.uint64(w0) * wsize
-    if tiled:
-        _zero_windows(flat, zeroed, n_win, wsize)
-    return out, n_columns, skipped, True
+    out = np.empty((n_win, channels, rows, cols), np.uint8)  # zero-filled by the renderer, window by window
+    skipped, ok = _spans_kernel(out, 0, onset, offset, True, fs, pretty, pitch, velocity, program, pitch_lo, hop,
+                                style == SPANS_COLOUR)
+    return out, n_columns, skipped, ok
 
 
 def _midi_column(values, name: str, n: int) -> np.ndarray:
@@ -762,13 +760,13 @@ def to_windows(
     velocity = _midi_column(velocity, "velocity", n)
     program = _midi_column(program, "program", n)
     tempo = _NO_TEMPO
-    if cfg.encoding == "enc1":
+    if _style(cfg) == ONSET_PIXELS:
         bpm = np.broadcast_to(np.asarray(DEFAULT_BPM if tempo_bpm is None else tempo_bpm, np.float64), (n,))
         tempo = np.clip(np.rint(bpm), 0, 255).astype(np.uint8)
     pretty = cfg.convention == "pretty_midi"
     out, n_cols, skipped, ok = _render_piece_kernel(
-        onset, offset, pitch, velocity, program, tempo, cfg.resolution_s, pretty, cfg.channels, cfg.pitch_lo,
-        cfg.rows, cfg.columns, cfg.hop_columns, -1 if n_columns is None else int(n_columns))
+        onset, offset, pitch, velocity, program, tempo, cfg.resolution_s, pretty, _style(cfg), cfg.channels,
+        cfg.pitch_lo, cfg.rows, cfg.columns, cfg.hop_columns, -1 if n_columns is None else int(n_columns))
     if not ok:  # unsorted notes, or values to reject: the general path sorts or raises
         start, stop, end, ordered = _columns_kernel(onset, offset, cfg.resolution_s, pretty)
         n_cols = int(end) if n_columns is None else int(n_columns)
