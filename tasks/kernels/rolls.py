@@ -509,19 +509,21 @@ def _slice_windows(full, hop, out):
         out[w] = full[:, :, w * hop : w * hop + out.shape[3]]
 
 
-def _spans_reference(pitch, velocity, program, start, stop, pitch_lo, hop, out):
+def _reference_notes(pitch, start, stop, pitch_lo, out, hop):
+    """What both twins start from: the whole piece's zero canvas ``(channels, rows, width)``, the notes
+    on the keyboard as ``(note, row, start, owned stop)`` and how many are off it."""
     n_win, channels, rows, cols = out.shape
-    width = (n_win - 1) * hop + cols
-    full = np.zeros((channels, rows, width), np.uint8)
+    full = np.zeros((channels, rows, (n_win - 1) * hop + cols), np.uint8)
     eff = _owned_stops_reference(pitch, start, stop)
-    skipped = 0
-    for i in range(len(pitch)):
-        r = int(pitch[i]) - pitch_lo
-        if not 0 <= r < rows:
-            skipped += 1
-            continue
-        s, e = int(start[i]), min(int(eff[i]), width)
-        a = max(s, 0)
+    rows_of = [int(p) - pitch_lo for p in pitch]
+    notes = [(i, r, int(start[i]), int(eff[i])) for i, r in enumerate(rows_of) if 0 <= r < rows]
+    return full, notes, len(rows_of) - len(notes)
+
+
+def _spans_reference(pitch, velocity, program, start, stop, pitch_lo, hop, out):
+    full, notes, skipped = _reference_notes(pitch, start, stop, pitch_lo, out, hop)
+    for i, r, s, e in notes:
+        a, e = max(s, 0), min(e, full.shape[2])
         if e <= a:
             continue
         full[0, r, a:e] = SUSTAIN
@@ -546,18 +548,9 @@ def render_enc3_reference(pitch, start, stop, pitch_lo, hop, out):
 
 def render_enc1_reference(pitch, velocity, program, tempo, start, stop, pitch_lo, hop, out):
     """Plain twin of :func:`render_enc1_kernel`."""
-    n_win, _, rows, cols = out.shape
-    width = (n_win - 1) * hop + cols
-    full = np.zeros((4, rows, width), np.uint8)
-    eff = _owned_stops_reference(pitch, start, stop)
-    skipped = 0
-    for i in range(len(pitch)):
-        r = int(pitch[i]) - pitch_lo
-        if not 0 <= r < rows:
-            skipped += 1
-            continue
-        s, e = int(start[i]), int(eff[i])
-        if e > s and 0 <= s < width:
+    full, notes, skipped = _reference_notes(pitch, start, stop, pitch_lo, out, hop)
+    for i, r, s, e in notes:
+        if e > s and 0 <= s < full.shape[2]:
             full[:, r, s] = (min(e - s, MAX_LENGTH), velocity[i], program[i], tempo[i])
     _slice_windows(full, hop, out)
     return skipped
