@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -74,7 +75,7 @@ def test_cache_is_not_trusted_when_the_artifact_is_gone(tmp_path):
     generate_corpus(corpus, n=3, seed=2, minutes=0.1)
     store = Store(str(tmp_path / "store"))
     _, first = _run(source=str(corpus), store=store.uri, name="c")
-    store.delete(S.version_root("c", first["version"]))
+    shutil.rmtree(store.path(S.version_root("c", first["version"])))
     state, again = _run(source=str(corpus), store=store.uri, name="c")
     assert _task_state(state, "midi-to-tables") == "Completed"
     assert store.exists(S.manifest_key("c", again["version"]))
