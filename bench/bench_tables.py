@@ -83,7 +83,7 @@ def ensure_corpus(folder: Path, pieces: int, minutes: float) -> tuple[list[Path]
         if (info.get("pieces") == pieces and info.get("minutes") == minutes and len(paths) == pieces
                 and sum(p.stat().st_size for p in paths) == info.get("bytes")):
             return paths, 0.0
-    from tasks.kernels.corpus import generate_corpus
+    from tasks.storage.sources import generate_corpus
 
     t0 = time.perf_counter()
     paths = generate_corpus(folder, n=pieces, seed=SEED, minutes=minutes)

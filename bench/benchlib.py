@@ -39,7 +39,7 @@ def ensure_corpus(folder: Path, pieces: int, minutes: float) -> list[Path]:
         if (info.get("pieces") == pieces and info.get("minutes") == minutes and len(paths) == pieces
                 and sum(p.stat().st_size for p in paths) == info.get("bytes")):
             return paths
-    from tasks.kernels.corpus import generate_corpus
+    from tasks.storage.sources import generate_corpus
 
     print(f"  generating {pieces} pieces of {minutes:g} min into {folder} ...", flush=True)
     paths = generate_corpus(folder, n=pieces, seed=SEED, minutes=minutes)
@@ -53,14 +53,14 @@ def ensure_corpus(folder: Path, pieces: int, minutes: float) -> list[Path]:
 def extra_piece(out: Path, index: int, minutes: float) -> Path:
     """Piece ``index`` of the same generated corpus (the one after the last), in a folder of its own."""
     from tasks.kernels.corpus import generate_piece, to_smf_bytes
+    from tasks.storage.files import atomic_write
 
     folder = out / "corpus" / f"extra-s{SEED}-{index:05d}-{minutes:g}min"
-    folder.mkdir(parents=True, exist_ok=True)
     piece = generate_piece(SEED, index, minutes)
     path = folder / f"{piece.name}.mid"
     data = to_smf_bytes(piece)
     if not path.exists() or path.read_bytes() != data:
-        path.write_bytes(data)
+        atomic_write(path, data)
     return path
 
 

@@ -11,7 +11,7 @@ import pytest
 from flows.build import BuildParams, run_build
 from storage_schemas import tables as S
 from tasks.steps import tables as T
-from tasks.kernels.corpus import generate_corpus
+from tasks.storage.sources import generate_corpus
 from tasks.storage.store import Store
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "midipix_env")

@@ -22,9 +22,8 @@ from tasks.kernels import rolls as E
 from tasks.steps import render as R
 from tasks.steps import tables as T
 from tasks.kernels.augment import PIANO_HI, PIANO_LO, AugmentConfig, noise_seed
-from tasks.kernels.corpus import generate_corpus
 from tasks.steps.loader import read_dataset_manifest
-from tasks.storage.sources import fingerprint, list_files, read_file_bytes
+from tasks.storage.sources import fingerprint, generate_corpus, list_files, read_file_bytes
 from tasks.storage.store import Store
 
 TABLES = "c"

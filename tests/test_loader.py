@@ -20,10 +20,9 @@ from storage_schemas import shards as SH
 from tasks.steps import render as R
 from tasks.steps import tables as T
 from tasks.kernels.augment import AugmentConfig
-from tasks.kernels.corpus import generate_corpus
 from tasks.steps.loader import ShardDataset, gather_rows, make_loader, pull_dataset, read_dataset_manifest
 from tasks.storage.shards import shard_images
-from tasks.storage.sources import fingerprint, list_files, read_file_bytes
+from tasks.storage.sources import fingerprint, generate_corpus, list_files, read_file_bytes
 from tasks.storage.store import S3Store, Store
 
 torch = pytest.importorskip("torch")

@@ -33,9 +33,6 @@ Nothing here knows about Prefect or storage.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from pathlib import Path
 
 import numba
 import numpy as np
@@ -453,30 +450,3 @@ def to_mono(stereo: np.ndarray) -> np.ndarray:
     if stereo.ndim != 2:
         raise ValueError(f"expected (frames, channels), got shape {stereo.shape}")
     return stereo.mean(axis=1, dtype=np.float64).astype(np.float32)
-
-
-def write_wav(path, audio: np.ndarray, sample_rate: int) -> None:
-    """Write 16-bit PCM WAV atomically (a temporary file in the same folder, then ``os.replace``).
-
-    ``audio`` is mono (frames,) or (frames, channels), float in [−1, 1] (clipped).
-    """
-    import soundfile as sf
-
-    path = Path(path)
-    data = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        sf.write(tmp, data, int(sample_rate), subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_wav(path) -> tuple[np.ndarray, int]:
-    """Read a sound file as mono float32 (channels averaged) and its sample rate."""
-    import soundfile as sf
-
-    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    return to_mono(data), int(sr)
