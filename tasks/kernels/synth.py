@@ -106,6 +106,16 @@ def _velocity_gain(velocity):
     return v**1.5
 
 
+@numba.njit(cache=True, nogil=True)
+def _note_span(velocity, onset_s, offset_s, sr, size):
+    """Onset and offset sample of a note in an output of ``size`` samples; (−1, −1) if it adds nothing
+    (silent, or starting outside the output)."""
+    start = int(round(onset_s * sr))
+    if velocity <= 0 or start < 0 or start >= size:
+        return -1, -1
+    return start, max(start, int(round(offset_s * sr)))
+
+
 def midi_to_hz(pitch):
     """Equal temperament, A4 (MIDI 69) = 440 Hz."""
     return 440.0 * 2.0 ** ((np.asarray(pitch, dtype=np.float64) - 69.0) / 12.0)
@@ -181,11 +191,8 @@ def piano_kernel(pitch, velocity, onset_s, offset_s, sample_rate, tail_s, seed, 
     a = np.empty(MAX_PARTIALS, np.float64)
     ends = np.empty(MAX_PARTIALS, np.int64)
     for i in range(pitch.size):
-        if velocity[i] <= 0:
-            continue
-        start = int(round(onset_s[i] * sr))
-        off = max(start, int(round(offset_s[i] * sr)))
-        if start >= size or start < 0:
+        start, off = _note_span(velocity[i], onset_s[i], offset_s[i], sr, size)
+        if start < 0:
             continue
         freq, amp, tau = piano_partials(pitch[i], velocity[i], sr)
         n = freq.size
@@ -299,11 +306,8 @@ def guitar_kernel(pitch, velocity, onset_s, offset_s, sample_rate, tail_s, seed,
     tail_n = int(round(tail_s * sr))
     size = out.size
     for i in range(pitch.size):
-        if velocity[i] <= 0:
-            continue
-        start = int(round(onset_s[i] * sr))
-        off = max(start, int(round(offset_s[i] * sr)))
-        if start >= size or start < 0:
+        start, off = _note_span(velocity[i], onset_s[i], offset_s[i], sr, size)
+        if start < 0:
             continue
         n, c, t60 = guitar_string(pitch[i], sr)
         d = sr / (440.0 * 2.0 ** ((pitch[i] - 69.0) / 12.0))
