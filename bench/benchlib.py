@@ -31,7 +31,7 @@ def corpus_dir(out: Path, pieces: int, minutes: float) -> Path:
 
 
 def ensure_corpus(folder: Path, pieces: int, minutes: float) -> list[Path]:
-    """The corpus's files, generated once (the marker format of ``bench_tables.py``)."""
+    """The corpus's files, generated once; a marker beside the folder says a complete copy is there."""
     marker = folder.with_name(folder.name + ".json")
     if marker.exists() and folder.is_dir():
         info = json.loads(marker.read_text())
@@ -42,8 +42,10 @@ def ensure_corpus(folder: Path, pieces: int, minutes: float) -> list[Path]:
     from tasks.storage.sources import generate_corpus
 
     print(f"  generating {pieces} pieces of {minutes:g} min into {folder} ...", flush=True)
+    t0 = time.perf_counter()
     paths = generate_corpus(folder, n=pieces, seed=SEED, minutes=minutes)
-    for p in sorted(set(folder.glob("*.mid")) - set(paths)):
+    print(f"  generated in {time.perf_counter() - t0:.1f} s", flush=True)
+    for p in sorted(set(folder.glob("*.mid")) - set(paths)):  # left by an interrupted larger run
         p.unlink()
     marker.write_text(json.dumps({"pieces": pieces, "minutes": minutes, "seed": SEED,
                                   "bytes": sum(p.stat().st_size for p in paths)}))

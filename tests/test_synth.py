@@ -192,3 +192,17 @@ def test_wav_bytes_clip_to_full_scale(tmp_path):
     path.write_bytes(wav_bytes(np.array([2.0, -3.0, 0.5]), SR))  # float64 in, out of range
     back, _ = read_audio(str(path))
     np.testing.assert_allclose(back, [32767 / 32768, -1.0, 0.5], atol=1 / 32768)
+
+
+# -- speed (printed, never asserted) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timbre", ["piano", "guitar"])
+def test_render_speed_sanity(timbre):
+    p, v, on, off = _random_piece(1200, 120.0, seed=3)
+    render(p[:3], v[:3], on[:3], off[:3], timbre=timbre)  # compile (or load the cache) first
+    t0 = time.perf_counter()
+    audio = render(p, v, on, off, timbre=timbre)
+    elapsed = time.perf_counter() - t0
+    print(f"\n{timbre}: {audio.size / SR:.0f} s of audio, {p.size} notes rendered in {elapsed:.2f} s")
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 0
