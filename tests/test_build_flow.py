@@ -12,7 +12,7 @@ from flows.build import BuildParams, run_build
 from storage_schemas import tables as S
 from tasks.steps import tables as T
 from tasks.storage.sources import generate_corpus
-from tasks.storage.store import Store
+from tasks.storage.store import LocalStore, Store
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "midipix_env")
 
@@ -111,7 +111,7 @@ def test_a_crash_while_writing_leaves_the_previous_version_current(tmp_path, mon
     generate_corpus(corpus, n=4, seed=5, minutes=0.1)
 
     writes = []
-    real_write = Store.write_bytes
+    real_write = LocalStore.write_bytes
 
     def crashing_write(self, key, data):
         if len(writes) == fail_at:
@@ -119,7 +119,7 @@ def test_a_crash_while_writing_leaves_the_previous_version_current(tmp_path, mon
         writes.append(key)
         return real_write(self, key, data)
 
-    monkeypatch.setattr(Store, "write_bytes", crashing_write)
+    monkeypatch.setattr(LocalStore, "write_bytes", crashing_write)
     state, _ = _run(source=str(corpus), store=store.uri, name="c", workers=1)
     assert state.is_failed()
     # readers see the previous complete version, and it is intact
@@ -128,7 +128,7 @@ def test_a_crash_while_writing_leaves_the_previous_version_current(tmp_path, mon
     tables = T.load_tables(store, manifest)
     assert tables["pieces"].num_rows == 3
 
-    monkeypatch.setattr(Store, "write_bytes", real_write)
+    monkeypatch.setattr(LocalStore, "write_bytes", real_write)
     state, fixed = _run(source=str(corpus), store=store.uri, name="c")
     assert state.is_completed()
     assert fixed["rows"]["pieces"] == 4
