@@ -317,9 +317,9 @@ class Probe:
 
 
 def timed_store(uri: str, probe: Probe):
-    from tasks.storage.store import Store
+    from tasks.storage.store import LocalStore
 
-    class TimedStore(Store):
+    class TimedStore(LocalStore):
         def put_if_absent(self, key, data):
             return probe.wrap("store.put_if_absent (shards, fsync)", super().put_if_absent)(key, data)
 

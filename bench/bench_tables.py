@@ -53,11 +53,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tasks.storage.settings import apply_prefect_defaults  # noqa: E402
-from benchlib import timed, wait_quiet  # noqa: E402
+from benchlib import SEED, corpus_dir, ensure_corpus, timed, wait_quiet  # noqa: E402
 
 apply_prefect_defaults()  # before anything can import prefect
 
-SEED = 0
 TARGETS = {  # figure -> (comparison, threshold)
     "vs_mido": (">=", 30.0),
     "vs_symusic": (">=", 0.5),
@@ -69,32 +68,6 @@ TARGETS = {  # figure -> (comparison, threshold)
 # --------------------------------------------------------------------------------------------------
 # corpus
 # --------------------------------------------------------------------------------------------------
-
-def corpus_dir(out: Path, pieces: int, minutes: float) -> Path:
-    return out / "corpus" / f"generated-{pieces}-{minutes:g}min-s{SEED}"
-
-
-def ensure_corpus(folder: Path, pieces: int, minutes: float) -> tuple[list[Path], float]:
-    """The corpus's files, generated once; a marker beside the folder says a complete copy is there."""
-    marker = folder.with_name(folder.name + ".json")
-    if marker.exists() and folder.is_dir():
-        info = json.loads(marker.read_text())
-        paths = sorted(folder.glob("*.mid"))
-        if (info.get("pieces") == pieces and info.get("minutes") == minutes and len(paths) == pieces
-                and sum(p.stat().st_size for p in paths) == info.get("bytes")):
-            return paths, 0.0
-    from tasks.kernels.corpus import generate_corpus
-
-    t0 = time.perf_counter()
-    paths = generate_corpus(folder, n=pieces, seed=SEED, minutes=minutes)
-    elapsed = time.perf_counter() - t0
-    extra = sorted(set(folder.glob("*.mid")) - set(paths))
-    for p in extra:  # a folder left by a larger run with the same name cannot happen, but be safe
-        p.unlink()
-    marker.write_text(json.dumps({"pieces": pieces, "minutes": minutes, "seed": SEED,
-                                  "bytes": sum(p.stat().st_size for p in paths)}))
-    return paths, elapsed
-
 
 def warm_page_cache(paths: list[Path]) -> int:
     return sum(len(p.read_bytes()) for p in paths)
@@ -559,8 +532,8 @@ def main() -> None:
     t_start = time.perf_counter()
     folder = corpus_dir(out, args.pieces, args.minutes)
     print(f"corpus: {folder}", flush=True)
-    paths, gen_s = ensure_corpus(folder, args.pieces, args.minutes)
-    print(f"  {'generated in %.1f s' % gen_s if gen_s else 'reused'}; {len(paths)} files", flush=True)
+    paths = ensure_corpus(folder, args.pieces, args.minutes)
+    print(f"  {len(paths)} files", flush=True)
     n_bytes = warm_page_cache(paths)
     load_start = wait_quiet(args.wait_quiet, 0.5) if args.wait_quiet > 0 else os.getloadavg()[0]
     print(f"  load average before timing: {load_start:.2f}", flush=True)

@@ -31,7 +31,7 @@ def corpus_dir(out: Path, pieces: int, minutes: float) -> Path:
 
 
 def ensure_corpus(folder: Path, pieces: int, minutes: float) -> list[Path]:
-    """The corpus's files, generated once (the marker format of ``bench_tables.py``)."""
+    """The corpus's files, generated once; a marker beside the folder says a complete copy is there."""
     marker = folder.with_name(folder.name + ".json")
     if marker.exists() and folder.is_dir():
         info = json.loads(marker.read_text())
@@ -39,11 +39,13 @@ def ensure_corpus(folder: Path, pieces: int, minutes: float) -> list[Path]:
         if (info.get("pieces") == pieces and info.get("minutes") == minutes and len(paths) == pieces
                 and sum(p.stat().st_size for p in paths) == info.get("bytes")):
             return paths
-    from tasks.kernels.corpus import generate_corpus
+    from tasks.storage.sources import generate_corpus
 
     print(f"  generating {pieces} pieces of {minutes:g} min into {folder} ...", flush=True)
+    t0 = time.perf_counter()
     paths = generate_corpus(folder, n=pieces, seed=SEED, minutes=minutes)
-    for p in sorted(set(folder.glob("*.mid")) - set(paths)):
+    print(f"  generated in {time.perf_counter() - t0:.1f} s", flush=True)
+    for p in sorted(set(folder.glob("*.mid")) - set(paths)):  # left by an interrupted larger run
         p.unlink()
     marker.write_text(json.dumps({"pieces": pieces, "minutes": minutes, "seed": SEED,
                                   "bytes": sum(p.stat().st_size for p in paths)}))
@@ -53,14 +55,14 @@ def ensure_corpus(folder: Path, pieces: int, minutes: float) -> list[Path]:
 def extra_piece(out: Path, index: int, minutes: float) -> Path:
     """Piece ``index`` of the same generated corpus (the one after the last), in a folder of its own."""
     from tasks.kernels.corpus import generate_piece, to_smf_bytes
+    from tasks.storage.files import atomic_write
 
     folder = out / "corpus" / f"extra-s{SEED}-{index:05d}-{minutes:g}min"
-    folder.mkdir(parents=True, exist_ok=True)
     piece = generate_piece(SEED, index, minutes)
     path = folder / f"{piece.name}.mid"
     data = to_smf_bytes(piece)
     if not path.exists() or path.read_bytes() != data:
-        path.write_bytes(data)
+        atomic_write(path, data)
     return path
 
 

@@ -379,6 +379,8 @@ def _decode(args) -> int:
 def _preview(args) -> int:
     from pathlib import Path
 
+    from tasks.storage.files import atomic_write
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.store and args.dataset:
@@ -398,7 +400,7 @@ def _preview(args) -> int:
         return 2
     for i, (caption, png) in enumerate(pictures):
         path = out / f"preview-{i:02d}.png"
-        path.write_bytes(png)
+        atomic_write(path, png)
         print(f"{path}  {caption}")
     return 0
 

@@ -109,11 +109,6 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
-def tables_root(name: str) -> str:
-    """Key prefix of every version of the table set ``name``."""
-    return f"tables/{name}"
-
-
 def pointer_key(name: str) -> str:
     """Key of the pointer naming the current version of ``name``."""
     return f"tables/{name}/CURRENT"

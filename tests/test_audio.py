@@ -27,10 +27,10 @@ from tasks.steps import render as R
 from tasks.steps import tables as T
 from tasks.storage.recordings import AudioError, read_audio, read_recording
 from tasks.kernels.resample import resample, resample_reference, resampled_length
-from tasks.kernels.corpus import generate_corpus
 from tasks.storage.shards import shard_images
 from tasks.storage.sources import (
     fingerprint,
+    generate_corpus,
     list_files,
     maestro_archive,
     maestro_source,

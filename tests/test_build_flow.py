@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -10,8 +11,8 @@ import pytest
 from flows.build import BuildParams, run_build
 from storage_schemas import tables as S
 from tasks.steps import tables as T
-from tasks.kernels.corpus import generate_corpus
-from tasks.storage.store import Store
+from tasks.storage.sources import generate_corpus
+from tasks.storage.store import LocalStore, Store
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "midipix_env")
 
@@ -74,7 +75,7 @@ def test_cache_is_not_trusted_when_the_artifact_is_gone(tmp_path):
     generate_corpus(corpus, n=3, seed=2, minutes=0.1)
     store = Store(str(tmp_path / "store"))
     _, first = _run(source=str(corpus), store=store.uri, name="c")
-    store.delete(S.version_root("c", first["version"]))
+    shutil.rmtree(store.path(S.version_root("c", first["version"])))
     state, again = _run(source=str(corpus), store=store.uri, name="c")
     assert _task_state(state, "midi-to-tables") == "Completed"
     assert store.exists(S.manifest_key("c", again["version"]))
@@ -110,7 +111,7 @@ def test_a_crash_while_writing_leaves_the_previous_version_current(tmp_path, mon
     generate_corpus(corpus, n=4, seed=5, minutes=0.1)
 
     writes = []
-    real_write = Store.write_bytes
+    real_write = LocalStore.write_bytes
 
     def crashing_write(self, key, data):
         if len(writes) == fail_at:
@@ -118,7 +119,7 @@ def test_a_crash_while_writing_leaves_the_previous_version_current(tmp_path, mon
         writes.append(key)
         return real_write(self, key, data)
 
-    monkeypatch.setattr(Store, "write_bytes", crashing_write)
+    monkeypatch.setattr(LocalStore, "write_bytes", crashing_write)
     state, _ = _run(source=str(corpus), store=store.uri, name="c", workers=1)
     assert state.is_failed()
     # readers see the previous complete version, and it is intact
@@ -127,7 +128,7 @@ def test_a_crash_while_writing_leaves_the_previous_version_current(tmp_path, mon
     tables = T.load_tables(store, manifest)
     assert tables["pieces"].num_rows == 3
 
-    monkeypatch.setattr(Store, "write_bytes", real_write)
+    monkeypatch.setattr(LocalStore, "write_bytes", real_write)
     state, fixed = _run(source=str(corpus), store=store.uri, name="c")
     assert state.is_completed()
     assert fixed["rows"]["pieces"] == 4

@@ -10,10 +10,9 @@ from tasks.steps import tables as T
 from tasks.kernels.augment import AugmentConfig
 from tasks.steps.decode import hilbert_to_audio, piece_images, rolls_to_midi
 from tasks.kernels.rolls import from_windows, to_windows
-from tasks.kernels.corpus import generate_corpus
 from tasks.kernels.midi import read_midi
 from tasks.steps.render import HilbertConfig, build_image_dataset, publish_dataset
-from tasks.storage.sources import fingerprint, list_files, read_file_bytes
+from tasks.storage.sources import fingerprint, generate_corpus, list_files, read_file_bytes
 from tasks.storage.store import Store
 
 

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import random
 import re
 import stat
@@ -397,6 +398,21 @@ def test_extract_filters_suffixes_and_is_idempotent(tmp_path, maestro_zip):
 
     zpath.write_bytes(b"garbage: a second call must not reopen the archive")
     assert safe_extract(zpath, dest, max_bytes=10**7) == files
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_extracted_folders_and_files_get_the_umask_mode(tmp_path, maestro_zip, umask):
+    """The extraction folder was a mkdtemp (0o700) renamed into place: a shared cache others could not read."""
+    zpath = tmp_path / "m.zip"
+    zpath.write_bytes(maestro_zip)
+    old = os.umask(umask)
+    try:
+        files = safe_extract(zpath, tmp_path / "out", max_bytes=10**7)
+    finally:
+        os.umask(old)
+    folders = {tmp_path / "out"} | {p.parent for p in files}
+    assert {stat.S_IMODE(d.stat().st_mode) for d in folders} == {0o777 & ~umask}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o666 & ~umask}
 
 
 def test_extract_end_to_end_from_server(server, tmp_path):

@@ -18,12 +18,13 @@ from tasks.kernels.corpus import (
     TICKS_PER_BEAT,
     GeneratedPiece,
     encode_events_kernel,
+    corpus_files,
     encode_events_reference,
-    generate_corpus,
     generate_piece,
     parse_generated_spec,
     to_smf_bytes,
 )
+from tasks.storage.sources import generate_corpus
 
 PEDALS = (64, 66, 67)
 
@@ -208,11 +209,17 @@ def test_parse_generated_spec():
             parse_generated_spec(bad)
 
 
-def test_bad_arguments():
+def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError):
         generate_piece(-1, 0)
     with pytest.raises(ValueError):
         generate_piece(0, 0, minutes=0)
+    for n, minutes in ((-1, 1.0), (1.5, 1.0), (0, 0.0)):  # refused before anything is generated or written
+        with pytest.raises(ValueError):
+            corpus_files(n, minutes=minutes)
+        with pytest.raises(ValueError):
+            generate_corpus(tmp_path / "corpus", n, minutes=minutes)
+    assert not (tmp_path / "corpus").exists()
 
 
 def test_encode_kernel_matches_reference():

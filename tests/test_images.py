@@ -22,10 +22,9 @@ from tasks.kernels import rolls as E
 from tasks.steps import render as R
 from tasks.steps import tables as T
 from tasks.kernels.augment import PIANO_HI, PIANO_LO, AugmentConfig, noise_seed
-from tasks.kernels.corpus import generate_corpus
 from tasks.steps.loader import read_dataset_manifest
-from tasks.storage.sources import fingerprint, list_files, read_file_bytes
-from tasks.storage.store import Store
+from tasks.storage.sources import fingerprint, generate_corpus, list_files, read_file_bytes
+from tasks.storage.store import LocalStore, S3Store, Store
 
 TABLES = "c"
 HILBERT = R.HilbertConfig(order=6, sample_rate=8000)
@@ -374,7 +373,7 @@ class InjectedFault(Exception):
 
 
 class StoreFaults:
-    """Counts writes through ``Store``; once armed, write ``fail_at`` and every later one fail.
+    """Counts writes through either store backend; once armed, write ``fail_at`` and every later one fail.
 
     A failing write raises :class:`InjectedFault` before it happens, or with ``after=True`` after it
     happened (the write landed but its caller never heard back). Local ``swap_pointer`` writes through
@@ -387,8 +386,9 @@ class StoreFaults:
     def __init__(self, monkeypatch):
         self.calls, self.fail_at, self.after, self.keys = 0, None, False, []
         self._lock = threading.Lock()
-        for name in self.WRITES:
-            monkeypatch.setattr(Store, name, self._wrap(getattr(Store, name)))
+        for backend in (LocalStore, S3Store):
+            for name in self.WRITES:
+                monkeypatch.setattr(backend, name, self._wrap(getattr(backend, name)))
 
     def arm(self, fail_at: int | None, after: bool = False) -> None:
         with self._lock:

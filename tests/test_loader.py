@@ -20,11 +20,10 @@ from storage_schemas import shards as SH
 from tasks.steps import render as R
 from tasks.steps import tables as T
 from tasks.kernels.augment import AugmentConfig
-from tasks.kernels.corpus import generate_corpus
 from tasks.steps.loader import ShardDataset, gather_rows, make_loader, pull_dataset, read_dataset_manifest
 from tasks.storage.shards import shard_images
-from tasks.storage.sources import fingerprint, list_files, read_file_bytes
-from tasks.storage.store import Store
+from tasks.storage.sources import fingerprint, generate_corpus, list_files, read_file_bytes
+from tasks.storage.store import S3Store, Store
 
 torch = pytest.importorskip("torch")
 
@@ -273,14 +272,13 @@ def test_pull_copies_verifies_and_repairs_the_cache(s3_env, corpus, tmp_path, mo
         SH.images_key(name, manifest["version"]))
 
     reads: list[str] = []
-    original = Store.read_bytes
+    original = S3Store.read_bytes
 
     def counting(store, key):
-        if store.is_remote:
-            reads.append(key)
+        reads.append(key)
         return original(store, key)
 
-    monkeypatch.setattr(Store, "read_bytes", counting)
+    monkeypatch.setattr(S3Store, "read_bytes", counting)
     pull_dataset(s3_env, name, cache)  # everything is cached: no shard is downloaded again
     assert not [k for k in reads if "/shards/" in k]
 

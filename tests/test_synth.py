@@ -13,11 +13,11 @@ from tasks.kernels.synth import (
     guitar_note_reference,
     piano_kernel,
     piano_note_reference,
-    read_wav,
     render,
     to_mono,
-    write_wav,
 )
+from tasks.kernels.wav import wav_bytes
+from tasks.storage.recordings import read_audio
 
 SR = SAMPLE_RATE
 
@@ -172,31 +172,26 @@ def test_to_mono_is_the_channel_mean():
 def test_wav_round_trip(tmp_path):
     audio = _note(69, 100, 0.0, 0.5)
     path = tmp_path / "a4.wav"
-    write_wav(path, audio, SR)
-    back, sr = read_wav(path)
+    path.write_bytes(wav_bytes(audio, SR))
+    back, sr = read_audio(str(path))
     assert sr == SR and back.dtype == np.float32 and back.shape == audio.shape
     assert np.abs(back - audio).max() <= 1.0 / 32768 + 1e-7  # 16-bit PCM quantisation
-    assert [p.name for p in tmp_path.iterdir()] == ["a4.wav"]  # no temporary file left behind
 
 
 def test_wav_stereo_is_folded_on_read(tmp_path):
     left = np.linspace(-0.5, 0.5, 1000, dtype=np.float32)
     path = tmp_path / "stereo.wav"
-    write_wav(path, np.stack([left, -left], axis=1), 22050)
-    back, sr = read_wav(path)
+    path.write_bytes(wav_bytes(np.stack([left, -left], axis=1), 22050))
+    back, sr = read_audio(str(path))
     assert sr == 22050 and back.shape == (1000,)
     assert np.abs(back).max() <= 1.0 / 32768
 
 
-def test_wav_write_replaces_atomically(tmp_path):
-    path = tmp_path / "x.wav"
-    write_wav(path, np.zeros(10, np.float32), SR)
-    write_wav(path, np.full(20, 0.25, np.float32), SR)
-    back, _ = read_wav(path)
-    assert back.size == 20
-    with pytest.raises(Exception):
-        write_wav(tmp_path / "missing" / "y.wav", np.zeros(10, np.float32), SR)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.wav"]
+def test_wav_bytes_clip_to_full_scale(tmp_path):
+    path = tmp_path / "loud.wav"
+    path.write_bytes(wav_bytes(np.array([2.0, -3.0, 0.5]), SR))  # float64 in, out of range
+    back, _ = read_audio(str(path))
+    np.testing.assert_allclose(back, [32767 / 32768, -1.0, 0.5], atol=1 / 32768)
 
 
 # -- speed (printed, never asserted) ----------------------------------------------------------------

@@ -13,8 +13,8 @@ import pytest
 
 from storage_schemas import tables as S
 from tasks.steps import tables as T
-from tasks.kernels.corpus import generate_corpus, generate_piece
-from tasks.storage.sources import fingerprint, list_files, read_file_bytes
+from tasks.kernels.corpus import generate_piece
+from tasks.storage.sources import fingerprint, generate_corpus, list_files, read_file_bytes
 from tasks.storage.store import Store
 
 from conftest import SHARED_MIDI

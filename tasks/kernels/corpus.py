@@ -1,7 +1,7 @@
 """The built-in corpus: deterministic, seeded piano pieces written as Standard MIDI Files.
 
 This is midipix's embedded default data source (the demo and most tests run on it, offline) and, scaled
-up, the benchmark corpus: ``generate_corpus(dest, 1300, minutes=9.4)`` gives about as many notes as full
+up, the benchmark corpus: ``corpus_files(1300, minutes=9.4)`` gives about as many notes as full
 MAESTRO (~7 M) at a similar density (~10 notes per second), with continuous sustain-pedal values.
 
 Each piece is built from sections of piano texture over a chord progression in one key:
@@ -22,17 +22,16 @@ Invariants every piece keeps (the tests check them through mido and symusic):
   onsets, so the reader's FIFO pairing rule (a note-off closes the earliest open note of its key)
   recovers exactly these notes even where a key is re-struck while it still sounds.
 
-Nothing here imports prefect or the store; :func:`generate_corpus` writes plain files.
+Nothing here imports prefect or the store, nor writes files: :func:`corpus_files` gives names and bytes,
+and ``tasks.storage.sources.generate_corpus`` writes them.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numba
 import numpy as np
@@ -44,8 +43,8 @@ __all__ = [
     "TICKS_PER_BEAT",
     "GeneratedPiece",
     "encode_events_kernel",
+    "corpus_files",
     "encode_events_reference",
-    "generate_corpus",
     "generate_piece",
     "parse_generated_spec",
     "piece_name",
@@ -710,50 +709,22 @@ def to_smf_bytes(piece: GeneratedPiece) -> bytes:
 # --------------------------------------------------------------------------------------------------
 
 
-def generate_corpus(
-    dest_dir: str | os.PathLike, n: int, seed: int = 0, minutes: float = DEFAULT_MINUTES
-) -> list[Path]:
-    """Write pieces 0..n-1 of the corpus with ``seed`` as ``gen-s{seed}-{i:05d}.mid`` under ``dest_dir``.
+def corpus_files(n: int, seed: int = 0, minutes: float = DEFAULT_MINUTES) -> Iterator[tuple[str, bytes]]:
+    """File names (``gen-s{seed}-{i:05d}.mid``) and bytes of pieces 0..n-1 of the corpus with ``seed``.
 
-    Each file is written to a temporary name in the same folder and moved into place with
-    ``os.replace``; a file already holding identical bytes is left untouched (its mtime stays).
-
-    Returns
-    -------
-    list[pathlib.Path]
-        The n paths, sorted.
+    The arguments are checked at once; the pieces are generated one at a time as the result is iterated
+    (:func:`tasks.storage.sources.generate_corpus` writes them to a folder).
     """
     if int(n) != n or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     _check_args(seed, 0, minutes)
-    dest = Path(dest_dir)
-    dest.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(int(n)):
-        piece = generate_piece(seed, i, minutes)
-        data = to_smf_bytes(piece)
-        path = dest / f"{piece.name}.mid"
-        paths.append(path)
-        if _same_bytes(path, data):
-            continue
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{piece.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    return sorted(paths)
 
+    def files() -> Iterator[tuple[str, bytes]]:
+        for i in range(int(n)):
+            piece = generate_piece(seed, i, minutes)
+            yield f"{piece.name}.mid", to_smf_bytes(piece)
 
-def _same_bytes(path: Path, data: bytes) -> bool:
-    try:
-        if path.stat().st_size != len(data):
-            return False
-        return path.read_bytes() == data
-    except FileNotFoundError:
-        return False
+    return files()
 
 
 _SPEC = re.compile(r"generated(?::(?P<n>[^:]*)(?::(?P<minutes>[^:]*))?)?")

@@ -43,6 +43,16 @@ def _check_order(order: int) -> int:
     return order
 
 
+def _block_and_hop(order: int, hop: int | None) -> tuple[int, int, int]:
+    """Checked ``(order, block, hop)``: a block is the curve's 4**order samples, the hop one block unless given."""
+    order = _check_order(order)
+    block = 1 << (2 * order)
+    hop = block if hop is None else int(hop)
+    if hop <= 0:
+        raise ValueError(f"hop must be positive, got {hop}")
+    return order, block, hop
+
+
 @numba.njit(cache=True, nogil=True)
 def hilbert_map_kernel(order):
     """Pixel of every point of the order-``order`` curve, by bit manipulation.
@@ -309,14 +319,10 @@ def audio_to_images(
     scale : PixelScale
         The mapping used (lo = −1, hi = 1) and how many samples were clipped.
     """
-    order = _check_order(order)
+    order, block, hop = _block_and_hop(order, hop)
     audio = np.asarray(audio)
     if audio.ndim != 1:
         raise ValueError(f"audio must be mono (1-D), got shape {audio.shape}")
-    block = 1 << (2 * order)
-    hop = block if hop is None else int(hop)
-    if hop <= 0:
-        raise ValueError(f"hop must be positive, got {hop}")
     lo, hi = AUDIO_RANGE
     n_clipped = int(np.count_nonzero((audio < lo) | (audio > hi)))
     if audio.size == 0:
@@ -357,14 +363,10 @@ def images_to_audio(
     -------
     float32 array: ``2 p − 1`` for every pixel p along the curve.
     """
-    order = _check_order(order)
+    order, block, hop = _block_and_hop(order, hop)
     images = np.asarray(images)
     if images.ndim != 3:
         raise ValueError(f"images must be (n_blocks, side, side), got shape {images.shape}")
-    block = 1 << (2 * order)
-    hop = block if hop is None else int(hop)
-    if hop <= 0:
-        raise ValueError(f"hop must be positive, got {hop}")
     lo, hi = AUDIO_RANGE
     blocks = from_hilbert(images, order).astype(np.float32, copy=False)  # (N, 4**k)
     n_blocks = blocks.shape[0]

@@ -26,10 +26,7 @@ unambiguously and ``tasks.kernels.midi.read_midi`` reads back exactly the merged
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 
@@ -163,36 +160,3 @@ def notes_to_midi(
     mf.writeFile(buf)
     return buf.getvalue()
 
-
-def write_midi(
-    path: str | os.PathLike,
-    pitch: np.ndarray,
-    velocity: np.ndarray,
-    onset_s: np.ndarray,
-    offset_s: np.ndarray,
-    program: int | None = None,
-    *,
-    tempo_bpm: float = 120.0,
-    ticks_per_beat: int = 960,
-) -> Path:
-    """Write :func:`notes_to_midi`'s bytes to ``path`` atomically (a temporary file, then ``os.replace``).
-
-    Returns the path written. A reader never sees a half-written file; on failure nothing is left behind.
-    """
-    data = notes_to_midi(pitch, velocity, onset_s, offset_s, program, tempo_bpm=tempo_bpm,
-                         ticks_per_beat=ticks_per_beat)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path

@@ -33,9 +33,6 @@ Nothing here knows about Prefect or storage.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from pathlib import Path
 
 import numba
 import numpy as np
@@ -107,6 +104,16 @@ def _release(u):
 def _velocity_gain(velocity):
     v = min(max(velocity, 0), 127) / 127.0
     return v**1.5
+
+
+@numba.njit(cache=True, nogil=True)
+def _note_span(velocity, onset_s, offset_s, sr, size):
+    """Onset and offset sample of a note in an output of ``size`` samples; (−1, −1) if it adds nothing
+    (silent, or starting outside the output)."""
+    start = int(round(onset_s * sr))
+    if velocity <= 0 or start < 0 or start >= size:
+        return -1, -1
+    return start, max(start, int(round(offset_s * sr)))
 
 
 def midi_to_hz(pitch):
@@ -184,11 +191,8 @@ def piano_kernel(pitch, velocity, onset_s, offset_s, sample_rate, tail_s, seed, 
     a = np.empty(MAX_PARTIALS, np.float64)
     ends = np.empty(MAX_PARTIALS, np.int64)
     for i in range(pitch.size):
-        if velocity[i] <= 0:
-            continue
-        start = int(round(onset_s[i] * sr))
-        off = max(start, int(round(offset_s[i] * sr)))
-        if start >= size or start < 0:
+        start, off = _note_span(velocity[i], onset_s[i], offset_s[i], sr, size)
+        if start < 0:
             continue
         freq, amp, tau = piano_partials(pitch[i], velocity[i], sr)
         n = freq.size
@@ -302,11 +306,8 @@ def guitar_kernel(pitch, velocity, onset_s, offset_s, sample_rate, tail_s, seed,
     tail_n = int(round(tail_s * sr))
     size = out.size
     for i in range(pitch.size):
-        if velocity[i] <= 0:
-            continue
-        start = int(round(onset_s[i] * sr))
-        off = max(start, int(round(offset_s[i] * sr)))
-        if start >= size or start < 0:
+        start, off = _note_span(velocity[i], onset_s[i], offset_s[i], sr, size)
+        if start < 0:
             continue
         n, c, t60 = guitar_string(pitch[i], sr)
         d = sr / (440.0 * 2.0 ** ((pitch[i] - 69.0) / 12.0))
@@ -453,30 +454,3 @@ def to_mono(stereo: np.ndarray) -> np.ndarray:
     if stereo.ndim != 2:
         raise ValueError(f"expected (frames, channels), got shape {stereo.shape}")
     return stereo.mean(axis=1, dtype=np.float64).astype(np.float32)
-
-
-def write_wav(path, audio: np.ndarray, sample_rate: int) -> None:
-    """Write 16-bit PCM WAV atomically (a temporary file in the same folder, then ``os.replace``).
-
-    ``audio`` is mono (frames,) or (frames, channels), float in [−1, 1] (clipped).
-    """
-    import soundfile as sf
-
-    path = Path(path)
-    data = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        sf.write(tmp, data, int(sample_rate), subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_wav(path) -> tuple[np.ndarray, int]:
-    """Read a sound file as mono float32 (channels averaged) and its sample rate."""
-    import soundfile as sf
-
-    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    return to_mono(data), int(sr)

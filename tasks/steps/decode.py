@@ -8,6 +8,7 @@ import numpy as np
 
 from storage_schemas import shards as SH
 from storage_schemas.encodings import ImageConfig, RollConfig
+from tasks.storage.files import atomic_write
 from tasks.storage.store import Store
 
 
@@ -51,7 +52,7 @@ def piece_images(store: Store, name: str, piece_id: int, transposition: int = 0,
 
     from tasks.steps.loader import read_dataset_manifest
     from tasks.steps.render import read_images_table
-    from tasks.storage.shards import read_shard
+    from tasks.storage.shards import shard_images
 
     manifest = read_dataset_manifest(store, name)
     rows = read_images_table(store, name, manifest["version"])
@@ -64,8 +65,7 @@ def piece_images(store: Store, name: str, piece_id: int, transposition: int = 0,
     shards: dict[str, np.ndarray] = {}
     for r in rows.to_pylist():
         if r["shard"] not in shards:
-            t = read_shard(store.read_bytes(SH.shard_key(name, r["shard"])))
-            shards[r["shard"]] = t.column("image").combine_chunks().to_numpy_ndarray()
+            shards[r["shard"]] = shard_images(store.read_bytes(SH.shard_key(name, r["shard"])))
         images.append(shards[r["shard"]][r["row"]])
         starts.append(r["window_start"])
     return np.stack(images), np.asarray(starts, np.int64), manifest
@@ -73,17 +73,13 @@ def piece_images(store: Store, name: str, piece_id: int, transposition: int = 0,
 
 def decode_to_files(images: np.ndarray, config: ImageConfig, out: Path, starts: np.ndarray | None = None
                     ) -> list[Path]:
-    """Write ``out.mid`` (rolls) or ``out.wav`` (Hilbert images) of images rendered under ``config``;
-    returns the paths written."""
+    """Write ``out.mid`` (rolls) or ``out.wav`` (Hilbert images) of images rendered under ``config``, each
+    whole or not at all; returns the paths written."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if config.kind == "audio":
-        from tasks.kernels.synth import write_wav
+        from tasks.kernels.wav import wav_bytes
 
-        path = out.with_suffix(".wav")
-        write_wav(path, hilbert_to_audio(images, config.to_dict()), config.sample_rate)
-        return [path]
+        audio = hilbert_to_audio(images, config.to_dict())
+        return [atomic_write(out.with_suffix(".wav"), wav_bytes(audio, config.sample_rate))]
     data, _ = rolls_to_midi(images, config.to_dict(), starts)
-    path = out.with_suffix(".mid")
-    Store(str(path.parent)).write_bytes(path.name, data)  # temp file + rename
-    return [path]
+    return [atomic_write(out.with_suffix(".mid"), data)]

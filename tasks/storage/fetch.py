@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +28,7 @@ import pandas as pd
 from filelock import FileLock
 
 from storage_schemas.datasets import RemoteArchive
+from tasks.storage.files import temp_dir_beside
 
 __all__ = [
     "ChecksumError",
@@ -243,6 +243,9 @@ def download(
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     final = dest / archive.filename
+    # Not tasks.storage.files.atomic_write: the .part must outlive a failed attempt (even the process) so
+    # a dropped transfer resumes from its bytes, it is appended to across requests, and it is renamed only
+    # once its size and sha256 match; a temp file removed on exit would throw the resumable bytes away.
     part = dest / (archive.filename + ".part")
 
     # Concurrent downloaders of the same file wait here; the second one then finds the verified file.
@@ -432,8 +435,7 @@ def safe_extract(
         if clash:
             raise UnsafeArchiveError(f"entry is both a file and a folder: {'/'.join(min(clash))!r}")
 
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+        tmp = temp_dir_beside(dest)  # mode 0o777 less the umask, where mkdtemp's 0o700 would stick
         try:
             root = tmp.resolve()
             written = 0

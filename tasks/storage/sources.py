@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 import fsspec
 
 from storage_schemas.datasets import RemoteArchive, get_dataset
+from tasks.storage.files import atomic_write
 from tasks.storage.recordings import AUDIO_SUFFIXES, audio_preference, is_audio_path
 from tasks.storage.settings import Settings, get_settings
 from tasks.steps.tables import SourceFile
@@ -119,9 +120,42 @@ def pair_recordings(midi_paths: list[str], sound_paths: list[str]) -> dict[str, 
     return {p: best[_stem_key(p)] for p in midi_paths if _stem_key(p) in best}
 
 
+def generate_corpus(dest_dir: str | os.PathLike, n: int, seed: int = 0, minutes: float | None = None) -> list[Path]:
+    """Write pieces 0..n-1 of the built-in corpus with ``seed`` as ``gen-s{seed}-{i:05d}.mid`` under ``dest_dir``.
+
+    Each file is written whole or not at all (:func:`tasks.storage.files.atomic_write`); a file already
+    holding identical bytes is left untouched (its mtime stays, so its fingerprint is not computed again).
+    ``minutes`` per piece defaults to :data:`tasks.kernels.corpus.DEFAULT_MINUTES`.
+
+    Returns
+    -------
+    list[pathlib.Path]
+        The n paths, sorted.
+    """
+    from tasks.kernels.corpus import DEFAULT_MINUTES, corpus_files
+
+    files = corpus_files(n, seed, DEFAULT_MINUTES if minutes is None else minutes)  # checks the arguments
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, data in files:
+        path = dest / name
+        paths.append(path)
+        if not _same_bytes(path, data):
+            atomic_write(path, data)
+    return sorted(paths)
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except FileNotFoundError:
+        return False
+
+
 def generated_source(spec: str, settings: Settings | None = None) -> ResolvedSource:
     """Materialise the built-in generated corpus in the local cache and list it."""
-    from tasks.kernels.corpus import generate_corpus, parse_generated_spec
+    from tasks.kernels.corpus import parse_generated_spec
 
     settings = settings or get_settings()
     n, minutes = parse_generated_spec(spec)
@@ -196,11 +230,7 @@ def _load_fingerprint_cache() -> dict:
 
 
 def _save_fingerprint_cache(cache: dict) -> None:
-    path = _fingerprint_cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache))
-    os.replace(tmp, path)
+    atomic_write(_fingerprint_cache_path(), json.dumps(cache).encode())
 
 
 def fingerprint(source: ResolvedSource, workers: int = 4) -> tuple[list[SourceFile], list[dict]]:

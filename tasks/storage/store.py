@@ -1,9 +1,11 @@
-"""The artifact store: one small class over fsspec for a local folder or ``s3://bucket/prefix``.
+"""The artifact store: one interface, two backends, a local folder and ``s3://bucket/prefix``.
 
-Keys are ``/``-separated paths relative to the store root. Every write is atomic (an object appears
-whole or not at all); :meth:`Store.put_if_absent` and :meth:`Store.swap_pointer` are the two
-race-safe primitives that publishing builds on. On S3 they rely on the server's conditional writes
-(``If-None-Match: *`` / ``If-Match: <etag>``), never on a check made here first.
+``Store(uri)`` returns a :class:`LocalStore` or an :class:`S3Store`; both are :class:`Store`. Keys are
+``/``-separated paths relative to the store root. Every write is atomic (an object appears whole or
+not at all); :meth:`Store.put_if_absent` and :meth:`Store.swap_pointer` are the two race-safe
+primitives that publishing builds on. On S3 they rely on the server's conditional writes
+(``If-None-Match: *`` / ``If-Match: <etag>``), never on a check made here first; locally on a hard link
+that fails if the target exists and on a file lock.
 
 Key segments must not start with ``.``: such names are reserved for temporary and lock files, which
 :meth:`Store.list` therefore never shows.
@@ -11,19 +13,18 @@ Key segments must not start with ``.``: such names are reserved for temporary an
 
 from __future__ import annotations
 
-import contextlib
+import abc
 import hashlib
 import os
-import tempfile
 import time
-from collections.abc import Iterator
-from typing import IO
 
 import fsspec
 from fsspec.asyn import sync
 
+from tasks.storage.files import atomic_write, write_if_absent
 from tasks.storage.settings import get_settings
 
+_S3_SCHEMES = ("s3://", "s3a://")
 _PRECONDITION_CODES = {"PreconditionFailed", "412", "NoSuchKey", "404"}  # If-Match on a missing key: 404
 _CONFLICT_CODES = {"ConditionalRequestConflict", "409"}  # a concurrent conditional write; AWS says retry
 
@@ -42,59 +43,36 @@ def _client_error_code(exc: BaseException) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _temp_beside(path: str) -> Iterator[tuple[IO[bytes], str]]:
-    """A temp file (open for writing, and its path) in ``path``'s folder; removed on exit if still there.
-
-    Its name starts with a dot, so :meth:`Store.list` never shows it.
-    """
-    folder, name = os.path.split(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f, tmp
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def _fsync(f: IO[bytes]) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-
-
-class Store:
+class Store(abc.ABC):
     """Artifact store rooted at a local folder or ``s3://bucket/prefix``.
+
+    ``Store(uri)`` picks the backend from the URI; the subclasses can also be named directly.
 
     Parameters
     ----------
     uri : str
         A folder (relative paths are made absolute; ``file://`` accepted) or ``s3://bucket[/prefix]``.
         Endpoint and credentials come from :func:`tasks.storage.settings.get_settings`, never from the URI.
+
+    Attributes
+    ----------
+    uri : str
+        The normalised URI: an absolute folder, or ``s3://bucket[/prefix]`` without a trailing slash.
+    fs : fsspec.AbstractFileSystem
+        The filesystem holding the objects; :meth:`path` gives a key's path in it.
     """
 
-    def __init__(self, uri: str) -> None:
-        if uri.startswith(("s3://", "s3a://")):
-            self.uri = "s3://" + uri.split("://", 1)[1].rstrip("/")
-            if self.uri == "s3://":
-                raise ValueError("an s3 store needs a bucket: s3://bucket[/prefix]")
-            self.is_remote = True
-            # Listings are not cached: other processes write to the same bucket.
-            self.fs = fsspec.filesystem("s3", use_listings_cache=False, **self.storage_options())
-            self._root = self.uri[len("s3://") :]
-        elif "://" in uri and not uri.startswith("file://"):
-            raise ValueError(f"unsupported store URI scheme: {uri.split('://', 1)[0]}://")
-        else:
-            self.uri = os.path.abspath(uri.removeprefix("file://"))  # also drops a trailing slash
-            self.is_remote = False
-            self.fs = fsspec.filesystem("file")
-            self._root = self.uri
+    uri: str
+    fs: fsspec.AbstractFileSystem
+    _root: str  # the store root as a path in ``fs``
 
-    @classmethod
-    def from_uri(cls, uri: str) -> Store:
-        """Same as ``Store(uri)``."""
-        return cls(uri)
+    def __new__(cls, uri: str) -> Store:
+        if cls is Store:
+            cls = S3Store if uri.startswith(_S3_SCHEMES) else LocalStore
+        return super().__new__(cls)
+
+    def __reduce__(self):
+        return type(self), (self.uri,)  # rebuilt from the URI: credentials are never pickled
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
@@ -118,42 +96,11 @@ class Store:
         """fsspec ``storage_options`` for this store (empty locally; holds credentials on S3)."""
         return get_settings().storage_options(self.uri)
 
-    def arrow_filesystem(self):
-        """A pyarrow filesystem and the base path of the store root inside it.
-
-        Returns
-        -------
-        tuple[pyarrow.fs.FileSystem, str]
-            On S3, pyarrow's native ``S3FileSystem`` pointed at the configured endpoint: its C++
-            client reads and writes with multiple threads outside the GIL, several times faster
-            than wrapping s3fs in ``PyFileSystem(FSSpecHandler(...))``. Writes made through it are
-            not atomic locally; use :meth:`open_write` for that.
-        """
-        import pyarrow.fs as pafs
-
-        if not self.is_remote:
-            return pafs.LocalFileSystem(), self._root
-        s = get_settings()
-        kwargs: dict = {"region": s.s3_region}
-        if s.s3_endpoint_url:
-            scheme, _, host = s.s3_endpoint_url.rstrip("/").rpartition("://")
-            kwargs.update(endpoint_override=host, scheme=scheme or "https")
-        if s.aws_access_key_id is not None and s.aws_secret_access_key is not None:
-            kwargs.update(
-                access_key=s.aws_access_key_id.get_secret_value(),
-                secret_key=s.aws_secret_access_key.get_secret_value(),
-            )
-        return pafs.S3FileSystem(**kwargs), self._root
-
-    # -- plain reads and writes -----------------------------------------------------------------
+    # -- reads ----------------------------------------------------------------------------------
 
     def exists(self, key: str) -> bool:
         """Whether an object exists at ``key``."""
         return self.fs.isfile(self.path(key))
-
-    def size(self, key: str) -> int:
-        """Size of the object at ``key`` in bytes (``FileNotFoundError`` if absent)."""
-        return int(self.fs.size(self.path(key)))
 
     def read_bytes(self, key: str) -> bytes:
         """The whole object at ``key`` (``FileNotFoundError`` if absent)."""
@@ -167,44 +114,13 @@ class Store:
         keys = (p[len(self._root) + 1 :] for p in self.fs.find(base))
         return sorted(k for k in keys if not any(s.startswith(".") for s in k.split("/")))
 
-    def delete(self, key_or_prefix: str) -> None:
-        """Delete one object, or every object under a folder-like prefix; absent keys are ignored."""
-        path = self.path(key_or_prefix)
-        if self.fs.exists(path):
-            self.fs.rm(path, recursive=True)
+    # -- writes, each backend its own -----------------------------------------------------------
 
+    @abc.abstractmethod
     def write_bytes(self, key: str, data: bytes) -> None:
         """Write ``data`` at ``key``, replacing any object there; the object appears whole or not at all."""
-        with self.open_write(key) as f:
-            f.write(data)
 
-    @contextlib.contextmanager
-    def open_write(self, key: str) -> Iterator[IO[bytes]]:
-        """Binary file to write ``key``; committed atomically on clean exit, discarded on an exception.
-
-        Locally this is a temp file in the same folder, fsynced and ``os.replace``-d. On S3 the object
-        is one PUT (small) or a multipart upload (large), both invisible until the commit on close;
-        on an exception the multipart upload is aborted. (s3fs's own ``with fs.open(...)`` would
-        commit the partial data on an exception, which is why this doesn't use it.)
-        """
-        path = self.path(key)
-        if self.is_remote:
-            f = self.fs.open(path, "wb")
-            try:
-                yield f
-            except BaseException:
-                f.discard()  # abort the multipart upload, if one was started
-                f.closed = True  # skip fsspec's close(), which would commit the buffer
-                raise
-            f.close()
-            return
-        with _temp_beside(path) as (f, tmp):
-            yield f
-            _fsync(f)
-            os.replace(tmp, path)
-
-    # -- race-safe primitives -------------------------------------------------------------------
-
+    @abc.abstractmethod
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Write ``data`` at ``key`` only if nothing is there.
 
@@ -214,42 +130,12 @@ class Store:
             True if this call wrote the object, False if the key already existed (it is never
             overwritten).
         """
-        if self.is_remote:
-            return self._conditional_put(key, data, IfNoneMatch="*")
-        path = self.path(key)
-        with _temp_beside(path) as (f, tmp):
-            f.write(data)
-            _fsync(f)
-            try:
-                os.link(tmp, path)  # atomic, and fails if ``path`` exists
-            except FileExistsError:
-                return False
-        return True
 
+    @abc.abstractmethod
     def read_pointer(self, key: str) -> tuple[bytes | None, str | None]:
-        """Content and compare-and-swap token of a pointer (``(None, None)`` if absent).
+        """Content and compare-and-swap token of a pointer (``(None, None)`` if absent)."""
 
-        The token is the S3 ETag, or locally the sha256 of the content.
-        """
-        if not self.is_remote:
-            try:
-                with open(self.path(key), "rb") as f:
-                    data = f.read()
-            except FileNotFoundError:
-                return None, None
-            return data, sha256_bytes(data)
-        bucket, _, obj = self.path(key).partition("/")
-
-        async def get() -> tuple[bytes, str]:
-            resp = await self.fs._call_s3("get_object", Bucket=bucket, Key=obj)
-            async with resp["Body"] as body:  # content and ETag from the same response
-                return await body.read(), resp["ETag"]
-
-        try:
-            return sync(self.fs.loop, get)
-        except FileNotFoundError:
-            return None, None
-
+    @abc.abstractmethod
     def swap_pointer(self, key: str, data: bytes, expected_token: str | None) -> bool:
         """Write ``data`` at ``key`` only if its current token is ``expected_token``.
 
@@ -267,9 +153,38 @@ class Store:
         bool
             True if swapped, False if the pointer had moved on (nothing written).
         """
-        if self.is_remote:
-            match = {"IfNoneMatch": "*"} if expected_token is None else {"IfMatch": expected_token}
-            return self._conditional_put(key, data, **match)
+
+
+class LocalStore(Store):
+    """A store in a local (or mounted shared) folder; files are written with the process umask."""
+
+    def __init__(self, uri: str) -> None:
+        if "://" in uri and not uri.startswith("file://"):
+            raise ValueError(f"unsupported store URI scheme: {uri.split('://', 1)[0]}:// "
+                             "(use a folder or s3://bucket/prefix)")
+        self.uri = os.path.abspath(uri.removeprefix("file://"))  # also drops a trailing slash
+        self.fs = fsspec.filesystem("file")
+        self._root = self.uri
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Temp file beside the target, fsynced, then ``os.replace``-d."""
+        atomic_write(self.path(key), data)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Temp file beside the target, fsynced, then hard-linked (which fails if the target exists)."""
+        return write_if_absent(self.path(key), data)
+
+    def read_pointer(self, key: str) -> tuple[bytes | None, str | None]:
+        """Content and its sha256 as the token (``(None, None)`` if absent)."""
+        try:
+            with open(self.path(key), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None, None
+        return data, sha256_bytes(data)
+
+    def swap_pointer(self, key: str, data: bytes, expected_token: str | None) -> bool:
+        """Compare and write under a lock file beside the pointer."""
         from filelock import FileLock
 
         path = self.path(key)
@@ -281,7 +196,46 @@ class Store:
             self.write_bytes(key, data)
         return True
 
-    # -- helpers --------------------------------------------------------------------------------
+
+class S3Store(Store):
+    """A store under ``s3://bucket[/prefix]`` (AWS, MinIO, moto); conditional writes done by the server."""
+
+    def __init__(self, uri: str) -> None:
+        if not uri.startswith(_S3_SCHEMES):
+            raise ValueError(f"not an s3 URI: {uri!r} (expected s3://bucket[/prefix])")
+        self.uri = "s3://" + uri.split("://", 1)[1].rstrip("/")
+        if self.uri == "s3://":
+            raise ValueError("an s3 store needs a bucket: s3://bucket[/prefix]")
+        # Listings are not cached: other processes write to the same bucket.
+        self.fs = fsspec.filesystem("s3", use_listings_cache=False, **self.storage_options())
+        self._root = self.uri[len("s3://") :]
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """One PUT, or above 100 MB a multipart upload, invisible until completed (aborted on failure)."""
+        self.fs.pipe_file(self.path(key), data)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """One PUT with ``If-None-Match: *``."""
+        return self._conditional_put(key, data, IfNoneMatch="*")
+
+    def read_pointer(self, key: str) -> tuple[bytes | None, str | None]:
+        """Content and ETag from one GET (``(None, None)`` if absent)."""
+        bucket, _, obj = self.path(key).partition("/")
+
+        async def get() -> tuple[bytes, str]:
+            resp = await self.fs._call_s3("get_object", Bucket=bucket, Key=obj)
+            async with resp["Body"] as body:  # content and ETag from the same response
+                return await body.read(), resp["ETag"]
+
+        try:
+            return sync(self.fs.loop, get)
+        except FileNotFoundError:
+            return None, None
+
+    def swap_pointer(self, key: str, data: bytes, expected_token: str | None) -> bool:
+        """One PUT with ``If-Match: <etag>`` (``If-None-Match: *`` to create)."""
+        match = {"IfNoneMatch": "*"} if expected_token is None else {"IfMatch": expected_token}
+        return self._conditional_put(key, data, **match)
 
     def _conditional_put(self, key: str, data: bytes, **condition: str) -> bool:
         """One ``PutObject`` with an ``If-Match`` / ``If-None-Match`` header; a failed condition -> False."""
