@@ -99,23 +99,74 @@ def dataset_version(tables_version: str, config: dict, augment: AugmentConfig) -
 
 # -- one piece ----------------------------------------------------------------------------------------
 
-def render_piece(notes: dict[str, np.ndarray], config: dict, k: int, seed: int | None, augment: AugmentConfig
-                 ) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """Images of one variant of one piece: ``(images, window starts, notes lost)``; None if skipped."""
-    pitch = notes["pitch"]
-    new_pitch, keep, n_lost, _ = apply_variant(pitch, k, seed, augment)
-    if new_pitch is None:
-        return None  # the transposition would push notes off the keyboard: skipped, never wrapped
-    cols = {c: v[keep] for c, v in notes.items()}
-    cols["pitch"] = np.asarray(new_pitch, np.uint8)
-    if config["encoding"] == "hilbert":
-        return (*_hilbert_images(cols, config), n_lost)
-    from tasks.kernels.rolls import to_windows
+def render_piece(notes: dict[str, np.ndarray], config: dict, k: int, seed: int | None, augment: AugmentConfig,
+                 tempo: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Images of one variant of one piece: ``(images, window starts, notes lost)``; None if skipped.
 
-    cfg = RollConfig.from_dict({k_: v for k_, v in config.items()})
+    The original (``k == 0``, no noise) is drawn as it is: notes outside the roll's pitch range are
+    not drawn and count as lost. A roll's variant is made of the notes the roll shows, and skipped
+    when its shift would push one of them off; an audio variant is skipped when any note would leave
+    the piano's range. ``tempo`` is the piece's tempo map ``(time_s, bpm)`` (the ``tempos`` table):
+    enc1 draws the tempo in force at each onset (120 bpm without one).
+    """
+    hilbert = config["encoding"] == "hilbert"
+    cfg = None if hilbert else RollConfig.from_dict(config)
+    if k == 0 and seed is None:
+        cols, n_lost = notes, 0
+    else:
+        from tasks.kernels.augment import PIANO_HI, PIANO_LO
+
+        pitch = notes["pitch"]
+        lo, hi = (PIANO_LO, PIANO_HI) if hilbert else (cfg.pitch_lo, cfg.pitch_hi)
+        shown = np.flatnonzero((pitch >= lo) & (pitch <= hi)) if cfg else np.arange(pitch.shape[0])
+        new_pitch, keep, n_lost, _ = apply_variant(pitch[shown], k, seed, augment, lo=lo, hi=hi)
+        if new_pitch is None:
+            return None  # the transposition would push notes off the keyboard: skipped, never wrapped
+        idx = shown[keep]
+        cols = {c: v[idx] for c, v in notes.items()}
+        cols["pitch"] = np.asarray(new_pitch, np.uint8)
+        n_lost += pitch.shape[0] - shown.shape[0]
+    if hilbert:
+        return (*_hilbert_images(cols, config), n_lost)
+    from tasks.kernels.rolls import tempo_at, to_windows
+
+    bpm = None
+    if cfg.encoding == "enc1" and tempo is not None:
+        bpm = tempo_at(cols["onset_s"], *tempo)
     w = to_windows(cols["pitch"], cols["velocity"], cols["program"], cols["onset_s"], cols["offset_s"], cfg,
-                   offset_pedal_s=cols["offset_pedal_s"])
+                   offset_pedal_s=cols["offset_pedal_s"], tempo_bpm=bpm)
     return w.images, w.starts, n_lost + w.n_skipped
+
+
+def unrenderable(notes: dict[str, np.ndarray], drum_notes: int, config: dict) -> tuple[str, str] | None:
+    """Why a piece would give no image worth keeping, as ``(error kind, message)``; None if it gives one.
+
+    ``notes`` are the piece's notes less its drum notes (``drum_notes`` of them): a piece with no other
+    notes, a roll whose notes all lie outside its pitch range, or (pretty_midi convention) whose every
+    note is shorter than one column would be silence.
+    """
+    pitch = notes["pitch"]
+    if pitch.shape[0] == 0:
+        if drum_notes:
+            return "drums_only", f"all {drum_notes} notes are drum notes (MIDI channel 10), which no image draws"
+        return "no_notes", "the table set holds no notes for this piece"
+    if config["encoding"] == "hilbert":
+        return None
+    cfg = RollConfig.from_dict(config)
+    shown = (pitch >= cfg.pitch_lo) & (pitch <= cfg.pitch_hi)
+    if not shown.any():
+        return "off_keyboard", (f"all {pitch.shape[0]} notes lie outside pitches {cfg.pitch_lo}..{cfg.pitch_hi} "
+                                f"(lowest {int(pitch.min())}, highest {int(pitch.max())}); widen --pitch-range "
+                                f"to draw them")
+    if cfg.convention == "pretty_midi":
+        from tasks.kernels.rolls import note_columns
+
+        offsets = notes["offset_pedal_s"] if cfg.pedal else notes["offset_s"]
+        start, stop = note_columns(notes["onset_s"][shown], offsets[shown], cfg)
+        if not (stop > start).any():
+            return "too_short", (f"every note is shorter than one column ({cfg.resolution_s} s), and the "
+                                 f"pretty_midi convention draws no such note")
+    return None
 
 
 def _hilbert_images(cols: dict[str, np.ndarray], config: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -154,9 +205,14 @@ def recording_images(piece: dict, config: dict) -> tuple[np.ndarray, np.ndarray]
     return audio_images(audio, config)
 
 
+def _reject(piece: dict, kind: str, message: str) -> dict:
+    """A piece left out of a dataset, as listed under the manifest's ``rejects``."""
+    return {"piece_id": piece["piece_id"], "relpath": piece["relpath"], "error_kind": kind, "message": message}
+
+
 def _audio_reject(piece: dict, kind: str, message: str) -> dict:
-    return {"piece_id": piece["piece_id"], "relpath": piece["relpath"], "audio_source": piece.get("audio_source"),
-            "audio_sha256": piece.get("audio_sha256"), "error_kind": kind, "message": message}
+    return {**_reject(piece, kind, message), "audio_source": piece.get("audio_source"),
+            "audio_sha256": piece.get("audio_sha256")}
 
 
 # -- a whole dataset ----------------------------------------------------------------------------------
@@ -171,22 +227,59 @@ class RenderStats:
     lost_notes: int = 0
     recorded_pieces: int = 0  # audio datasets: pieces whose images come from their recording
     synth_pieces: int = 0  # … from the synthesizer
+    drum_notes: int = 0  # notes on the drum channel of the pieces drawn from their notes: not drawn
     rejects: list[dict] = field(default_factory=list)  # pieces left out, as in the manifest's "rejects"
 
 
-def _load_notes(store: Store, tables_manifest: dict) -> tuple[pa.Table, dict[int, tuple[int, int]]]:
-    parts = [pq.read_table(io.BytesIO(store.read_bytes(rec["key"])), columns=NOTE_COLUMNS)
-             for rec in T.table_files(tables_manifest, "notes")]
-    notes = pa.concat_tables(parts)
-    pid = notes.column("piece_id").to_numpy()  # each piece's rows are contiguous (one split, in order)
+DRUM_CHANNEL = 9  # MIDI channel 10, General MIDI's percussion: a note number there names a drum, not a pitch
+
+
+def _piece_rows(pid: np.ndarray) -> tuple[np.ndarray | None, dict[int, tuple[int, int]]]:
+    """Row order grouping a table's pieces (None: already grouped) and each piece's row range in it."""
+    order = None
     if pid.shape[0] and np.count_nonzero(np.diff(pid)) + 1 != np.unique(pid).shape[0]:
         order = np.argsort(pid, kind="stable")  # not grouped (a table written otherwise): group it
-        notes = notes.take(pa.array(order))
         pid = pid[order]
     bounds = np.flatnonzero(np.diff(pid)) + 1
     starts = np.concatenate(([0], bounds))
     stops = np.concatenate((bounds, [pid.shape[0]]))
-    return notes, {int(pid[a]): (int(a), int(b)) for a, b in zip(starts, stops)}
+    return order, {int(pid[a]): (int(a), int(b)) for a, b in zip(starts, stops) if b > a}
+
+
+def _load_notes(store: Store, tables_manifest: dict
+                ) -> tuple[pa.Table, dict[int, tuple[int, int]], dict[int, int]]:
+    """The ``notes`` table less its drum notes, each piece's rows in it, and each piece's drum notes.
+
+    Drum notes (``DRUM_CHANNEL``) are drawn on no roll and given to no synthesizer: they are counted.
+    """
+    parts = [pq.read_table(io.BytesIO(store.read_bytes(rec["key"])), columns=NOTE_COLUMNS + ["channel"])
+             for rec in T.table_files(tables_manifest, "notes")]
+    notes = pa.concat_tables(parts)
+    drum = pc.equal(notes.column("channel"), DRUM_CHANNEL)
+    drums = {}
+    if pc.any(drum).as_py():
+        ids, counts = np.unique(notes.column("piece_id").filter(drum).to_numpy(), return_counts=True)
+        drums = dict(zip(ids.tolist(), counts.tolist()))
+        notes = notes.filter(pc.invert(drum))
+    notes = notes.drop_columns(["channel"])
+    order, slices = _piece_rows(notes.column("piece_id").to_numpy())  # each piece's rows are contiguous
+    if order is not None:
+        notes = notes.take(pa.array(order))
+    return notes, slices, drums
+
+
+def _load_tempos(store: Store, tables_manifest: dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each piece's tempo map ``(time_s, bpm)`` from the ``tempos`` table, in the table's (tick) order."""
+    parts = [pq.read_table(io.BytesIO(store.read_bytes(rec["key"])), columns=["piece_id", "time_s", "bpm"])
+             for rec in T.table_files(tables_manifest, "tempos")]
+    if not parts:
+        return {}
+    tempos = pa.concat_tables(parts)
+    order, slices = _piece_rows(tempos.column("piece_id").to_numpy())
+    time_s, bpm = tempos.column("time_s").to_numpy(), tempos.column("bpm").to_numpy()
+    if order is not None:
+        time_s, bpm = time_s[order], bpm[order]
+    return {p: (time_s[a:b], bpm[a:b]) for p, (a, b) in slices.items()}
 
 
 def _load_pieces(store: Store, tables_manifest: dict) -> list[dict]:
@@ -212,8 +305,10 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
     version = dataset_version(tables_manifest["version"], config, augment)
     code = code_version()
     pieces = _load_pieces(store, tables_manifest)
-    notes, slices = _load_notes(store, tables_manifest)
+    notes, slices, drums = _load_notes(store, tables_manifest)
     columns = {c: notes.column(c).to_numpy() for c in NOTE_COLUMNS[1:]}
+    enc1 = config["encoding"] == "enc1"  # the one encoding that draws the tempo map
+    tempos = _load_tempos(store, tables_manifest) if enc1 else {}
     reuse = ({s["recipe"]: s for s in previous.get("shards", []) + previous.get("empty_groups", [])}
              if previous else {})
     if previous is not None and previous.get("code_version") != code:
@@ -225,6 +320,11 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
         for c in NOTE_COLUMNS[1:]:
             h.update(np.ascontiguousarray(columns[c][a:b]).tobytes())
         return h.hexdigest()[:16]
+
+    def tempo_digest(piece_id: int) -> str:
+        times, bpm = tempos.get(piece_id, (np.zeros(0), np.zeros(0)))
+        return hashlib.sha256(np.ascontiguousarray(times).tobytes() + np.ascontiguousarray(bpm).tobytes()
+                              ).hexdigest()[:16]
 
     hilbert = config["encoding"] == "hilbert"
 
@@ -242,7 +342,9 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
             # a changed reader gives the same file other notes, and its shard must be rendered again
             recipe = recipe_key([json.dumps(config, sort_keys=True), json.dumps(augment.to_dict(), sort_keys=True),
                                  code, split] + [f"{p['sha256']}:{notes_digest(p['piece_id'])}"
-                                                 + (f":{audio_key(p)}" if hilbert else "") for p in members])
+                                                 + (f":{audio_key(p)}" if hilbert else "")
+                                                 + (f":{tempo_digest(p['piece_id'])}" if enc1 else "")
+                                                 for p in members])
             jobs.append((split, members, recipe))
 
     stats = RenderStats()
@@ -251,7 +353,7 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
         split, members, recipe = job
         if recipe in reuse:
             return split, recipe, reuse[recipe], None, None, 0, 0
-        imgs, meta, labels, skipped, lost = [], [], [], 0, 0
+        imgs, meta, labels, skipped, lost, drum_notes = [], [], [], 0, 0, 0
         rejects, sources = [], {"recorded": 0, "synth": 0}
         for p in members:
             variants = plan(augment, split, p["piece_id"])
@@ -272,13 +374,19 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
             else:
                 a, b = slices.get(p["piece_id"], (0, 0))
                 piece_notes = {c: v[a:b] for c, v in columns.items()}
-                outs = []
-                for k, seed in variants:
-                    out = render_piece(piece_notes, config, k, seed, augment)
-                    if out is None:
-                        skipped += 1
-                        continue
-                    outs.append((k, seed, *out))
+                why = unrenderable(piece_notes, drums.get(p["piece_id"], 0), config)
+                if why is not None:
+                    rejects.append(_reject(p, *why))
+                    continue
+                try:
+                    outs = [(k, seed, render_piece(piece_notes, config, k, seed, augment, tempos.get(p["piece_id"])))
+                            for k, seed in variants]
+                except Exception as e:  # one piece never fails a dataset: it is left out, and says why
+                    rejects.append(_reject(p, "render_failed", f"{type(e).__name__}: {e}"))
+                    continue
+                skipped += sum(out is None for _, _, out in outs)
+                outs = [(k, seed, *out) for k, seed, out in outs if out is not None]
+                drum_notes += drums.get(p["piece_id"], 0)
             if source is not None:
                 sources[source] += 1
             for k, seed, images, starts, n_lost in outs:
@@ -292,20 +400,20 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
         dtype = np.float16 if hilbert else np.uint8
         images = np.concatenate(imgs) if imgs else np.zeros((0,) + shape, dtype)
         cols = [np.concatenate([m[i] for m in meta]) if meta else np.zeros(0) for i in range(4)]
-        if hilbert and images.shape[0] == 0:
-            # every piece of the group was left out: no shard (readers expect shards with rows), only a
-            # record of the group, so that a later build can reuse it and its rejects stay listed
-            return split, recipe, {"split": split, "rows": 0, "recipe": recipe, "pieces": len(members),
-                                   "audio": sources, "rejects": rejects}, cols, labels, skipped, lost
+        # carried with the group's record: a reused shard brings its pieces' rejects (and sources) along
+        rec = {"split": split, "rows": int(images.shape[0]), "recipe": recipe, "pieces": len(members),
+               "rejects": rejects, "drum_notes": drum_notes}
+        if hilbert:
+            rec["audio"] = sources
+        if images.shape[0] == 0:
+            # every piece of the group was left out: no shard (readers expect shards with rows), only the
+            # record, so that a later build can reuse it and its rejects stay listed
+            return split, recipe, rec, cols, labels, skipped, lost
         data = encode_shard(images, *cols)
         sha = hashlib.sha256(data).hexdigest()
         store.put_if_absent(SH.shard_key(name, sha), data)
-        rec = {"sha256": sha, "key": SH.shard_key(name, sha), "split": split, "rows": int(images.shape[0]),
-               "bytes": len(data), "raw_bytes": int(images.nbytes), "recipe": recipe,
-               "pieces": len(members)}
-        if hilbert:  # carried with the shard: a reused shard brings its pieces' sources and rejects along
-            rec["audio"] = sources
-            rec["rejects"] = rejects
+        rec = {"sha256": sha, "key": SH.shard_key(name, sha), **rec, "bytes": len(data),
+               "raw_bytes": int(images.nbytes)}
         return split, recipe, rec, cols, labels, skipped, lost
 
     results = []
@@ -327,6 +435,7 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
         stats.recorded_pieces += rec.get("audio", {}).get("recorded", 0)
         stats.synth_pieces += rec.get("audio", {}).get("synth", 0)
         stats.rejects += rec.get("rejects", [])
+        stats.drum_notes += rec.get("drum_notes", 0)
         if "sha256" not in rec:
             stats.rendered_pieces += 0 if cols is None else rec["pieces"]
             continue
@@ -361,7 +470,7 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, e
         "shards": shards, "images": int(images_table.num_rows),
         "images_table": {"key": SH.images_key(name, version), "sha256": hashlib.sha256(images_bytes).hexdigest()},
         "bytes": sum(s["bytes"] for s in shards), "raw_bytes": sum(s["raw_bytes"] for s in shards),
-        "rejects": stats.rejects,
+        "rejects": stats.rejects, "drum_notes": stats.drum_notes,
     }
     if empty_groups:
         manifest["empty_groups"] = empty_groups
