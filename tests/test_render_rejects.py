@@ -210,6 +210,21 @@ def test_a_wider_pitch_range_draws_what_the_keyboard_leaves_out(tmp_path):
     assert decoded_onsets(image, ws, cfg) == expected_onsets(notes, ws, cfg)
 
 
+def test_notes_off_the_keyboard_do_not_block_a_transposition(tmp_path):
+    notes_file(folder(tmp_path) / "low.mid", range(10, 61))  # 11 notes below the keyboard, 40 on it
+    store = Store(str(tmp_path / "store"))
+    tables = publish_tables(store, tmp_path / "corpus")
+    manifest, stats = build(store, tables, "enc2", augment=AugmentConfig(transpositions=(3, -1)))
+    cfg = RollConfig(encoding="enc2")
+    ((pid, notes),) = table_notes(store, tables).items()
+    shown = drawn(notes, cfg)
+    windows = images_by_piece(store, manifest)[pid]
+    assert {k for k, _, _ in windows} == {0, 3}  # -1 would push key 21 off: skipped, never wrapped
+    assert stats.skipped_variants == 1 and stats.lost_notes == 2 * 11  # the low notes, in both variants
+    for k, ws, image in windows:
+        assert decoded_onsets(image, ws, cfg) == expected_onsets(shown, ws, cfg, k)
+
+
 @pytest.mark.parametrize("convention", ["midipix", "pretty_midi"])
 def test_a_piece_shorter_than_one_column(tmp_path, convention):
     corpus = tmp_path / "corpus"

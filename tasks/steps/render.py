@@ -8,7 +8,10 @@ already holds is reused as it is, so adding one piece renders only the shard tha
 Audio (Hilbert) images take a piece's own recording when it has one (``HilbertConfig.audio``: ``auto``,
 ``recorded`` or ``synth``); the recording's hash is part of its shard's recipe, so a changed sound file
 renders that shard again. A piece whose recording is missing (``recorded``) or unreadable is left out
-and listed in the manifest's ``rejects``; the rest of the dataset goes on.
+and listed in the manifest's ``rejects``; the rest of the dataset goes on. So is a piece that would give
+no image worth keeping (:func:`unrenderable`) or whose rendering fails. Drum notes (MIDI channel 10)
+are drawn on no roll and given to no synthesizer, only counted. enc1 draws each piece's tempo map (the
+``tempos`` table), which therefore enters its shard recipe.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ def render_piece(notes: dict[str, np.ndarray], config: dict, k: int, seed: int |
 
         pitch = notes["pitch"]
         lo, hi = (PIANO_LO, PIANO_HI) if hilbert else (cfg.pitch_lo, cfg.pitch_hi)
-        shown = np.flatnonzero((pitch >= lo) & (pitch <= hi)) if cfg else np.arange(pitch.shape[0])
+        shown = np.arange(pitch.shape[0]) if hilbert else np.flatnonzero((pitch >= lo) & (pitch <= hi))
         new_pitch, keep, n_lost, _ = apply_variant(pitch[shown], k, seed, augment, lo=lo, hi=hi)
         if new_pitch is None:
             return None  # the transposition would push notes off the keyboard: skipped, never wrapped
