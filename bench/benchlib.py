@@ -110,7 +110,7 @@ def load_piece_notes(store_dir: Path, manifest: dict) -> tuple[list[dict], dict[
     from tasks.storage.store import Store
 
     store = Store(str(store_dir))
-    notes, slices = R._load_notes(store, manifest)
+    notes, slices, _ = R._load_notes(store, manifest)
     cols = {c: notes.column(c).to_numpy() for c in R.NOTE_COLUMNS[1:]}
     rows = {p["piece_id"]: p for p in R._load_pieces(store, manifest)}
     pieces = [{"piece_id": pid, "split": rows[pid]["split"], "sha256": rows[pid]["sha256"], "a": a, "b": b}

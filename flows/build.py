@@ -47,7 +47,8 @@ class BuildParams(BaseModel):
     name: str | None = Field(None, description="Table set name (default: derived from the source)")
     split: SplitConfig = SplitConfig()
     strict: bool = Field(False, description="Fail the run on unreadable files (MIDI, or recordings of audio "
-                                            "images) instead of recording them")
+                                            "images) and on pieces an image dataset leaves out, instead of "
+                                            "recording them")
     workers: int = Field(2, ge=1, le=256, description="Threads parsing, rendering and writing")
     maestro: MaestroOverrides = MaestroOverrides()
     encodings: list[EncodingName] = Field(default_factory=lambda: ["enc1", "enc2", "enc3"],
@@ -87,8 +88,10 @@ async def build_dataset(params: BuildParams = BuildParams()) -> dict:
         images = render_images.with_options(result_storage=result_storage())(
             store_uri, name, tables["version"], config, augment, workers=params.workers)
         if params.strict and images.get("rejected_pieces"):
-            raise ValueError(f"--strict: {images['rejected_pieces']} piece(s) left out of {images['name']} "
-                             f"(unusable recordings; listed under 'rejects' in its manifest)")
+            raise ValueError(f"--strict: {images['rejected_pieces']} piece(s) left out of {images['name']}: "
+                             + "; ".join(images.get("rejects", []))
+                             + " (all listed under 'rejects' in its manifest); fix or remove them, or build "
+                               "without --strict to leave them out")
         publish_images(store_uri, images["name"], images["version"])
         datasets.append(images)
     if datasets:

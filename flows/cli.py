@@ -95,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="auto: MAESTRO's split where known, else seeded random by piece")
     b.add_argument("--split-seed", type=int, default=0)
     b.add_argument("--split-ratios", type=_ratios, default=(0.7, 0.2, 0.1), help="train,validation,test")
-    b.add_argument("--strict", action="store_true", help="fail on unreadable files (MIDI, or recordings)")
+    b.add_argument("--strict", action="store_true",
+                   help="fail on unreadable files (MIDI, or recordings) and on pieces left out of images")
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--maestro-url", default=None, help="another copy of the MAESTRO zip (mirror; of the "
                                                         "full one with --source maestro-full)")

@@ -23,6 +23,7 @@ import soundfile as sf
 
 from storage_schemas import shards as SH
 from storage_schemas import tables as S
+from storage_schemas.encodings import config_from_dict
 from tasks.steps import render as R
 from tasks.steps import tables as T
 from tasks.storage.recordings import AudioError, read_audio, read_recording
@@ -105,7 +106,7 @@ def synth_images(store: Store, tables: dict, piece_id: int, config: R.HilbertCon
     notes = T.load_tables(store, tables, ["notes"])["notes"]
     notes = notes.filter(pc.equal(notes["piece_id"], piece_id))
     cols = {c: notes[c].to_numpy() for c in R.NOTE_COLUMNS[1:]}
-    images, _ = R._hilbert_images(cols, {"encoding": "hilbert", **config.to_dict()})
+    images, _ = R._hilbert_images(cols, config)
     return images
 
 
@@ -350,7 +351,7 @@ def test_a_changed_recording_changes_the_versions_and_rerenders_only_its_shard(t
     new, stats = R.build_image_dataset(store, TABLES, new_tables, HILBERT, previous=old,
                                        previous_images=old_index)
     assert new["version"] != old["version"]
-    assert R.dataset_version(new_tables["version"], R.config_from_dict(new["config"]), R.AugmentConfig()) == new["version"]
+    assert R.dataset_version(new_tables["version"], config_from_dict(new["config"]), R.AugmentConfig()) == new["version"]
     assert (stats.rendered_shards, stats.reused_shards) == (1, len(new["shards"]) - 1)
     assert sorted(s["recipe"] for s in new["shards"]) != sorted(s["recipe"] for s in old["shards"])
     assert len({s["recipe"] for s in new["shards"]} - {s["recipe"] for s in old["shards"]}) == 1

@@ -9,7 +9,7 @@ from storage_schemas.encodings import RollConfig
 from tasks.steps import tables as T
 from tasks.kernels.augment import AugmentConfig
 from tasks.steps.decode import hilbert_to_audio, piece_images, rolls_to_midi
-from tasks.kernels.rolls import from_windows, to_windows
+from tasks.kernels.rolls import from_windows, tempo_at, to_windows
 from tasks.kernels.midi import read_midi
 from tasks.steps.render import HilbertConfig, build_image_dataset, publish_dataset
 from tasks.storage.sources import fingerprint, generate_corpus, list_files, read_file_bytes
@@ -40,9 +40,12 @@ def test_dataset_rows_decode_to_the_quantised_piece(built, encoding):
     piece = notes[notes.piece_id == pid]
     images, starts, _ = piece_images(store, m["name"], pid)
     cfg = RollConfig(encoding=encoding)
-    # what the renderer drew, decoded straight from a fresh rendering of the notes table
+    # what the renderer drew, decoded straight from a fresh rendering of the notes (and tempos) table
+    tempos = T.load_tables(store, manifest, ["tempos"])["tempos"].to_pandas()
+    tempos = tempos[tempos.piece_id == pid]
+    bpm = tempo_at(piece.onset_s.to_numpy(), tempos.time_s.to_numpy(), tempos.bpm.to_numpy())
     direct = to_windows(piece.pitch.to_numpy(), piece.velocity.to_numpy(), piece.program.to_numpy(),
-                        piece.onset_s.to_numpy(), piece.offset_s.to_numpy(), cfg)
+                        piece.onset_s.to_numpy(), piece.offset_s.to_numpy(), cfg, tempo_bpm=bpm)
     assert np.array_equal(images, direct.images)
     want = from_windows(direct.images, cfg, starts=direct.starts)
     data, n = rolls_to_midi(images, m["config"], starts)

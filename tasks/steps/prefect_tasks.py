@@ -217,7 +217,8 @@ def render_images(store_uri: str, tables_name: str, tables_version: str, config:
         m = loader.read_dataset_manifest(store, name, version)
         logger.info("dataset %s/%s already in the store", name, version)
         return {"name": name, "version": version, "images": m["images"], "rendered_shards": 0,
-                "reused_shards": len(m["shards"]), "rejected_pieces": len(m.get("rejects", []))}
+                "reused_shards": len(m["shards"]), "rejected_pieces": len(m.get("rejects", [])),
+                "rejects": _reject_lines(m.get("rejects", []))}
     previous = previous_images = None
     try:
         previous = loader.read_dataset_manifest(store, name)
@@ -230,20 +231,29 @@ def render_images(store_uri: str, tables_name: str, tables_version: str, config:
                                                  previous=previous, previous_images=previous_images, workers=workers,
                                                  progress=_Progress(f"render {name}"))
     logger.info("%s: %d images in %d shards (%d rendered, %d reused), %d augmented variants skipped, "
-                "%d notes off the keyboard (%.2f s)", name, manifest["images"], len(manifest["shards"]),
-                stats.rendered_shards, stats.reused_shards, stats.skipped_variants, stats.lost_notes,
-                time.perf_counter() - t0)
+                "%d notes off the keyboard, %d drum notes left out (%.2f s)", name, manifest["images"],
+                len(manifest["shards"]), stats.rendered_shards, stats.reused_shards, stats.skipped_variants,
+                stats.lost_notes, stats.drum_notes, time.perf_counter() - t0)
     if "audio" in manifest:
         logger.info("%s: sound of %d pieces from their recordings, %d from the synthesizer, %d pieces left out",
                     name, stats.recorded_pieces, stats.synth_pieces, len(stats.rejects))
     if stats.rejects:
-        for r in stats.rejects[:10]:
-            logger.warning("%s: left out %s: %s: %s", name, r["relpath"], r["error_kind"], r["message"])
-        create_table_artifact(key=f"audio-rejects-{_artifact_key(name)}", table=stats.rejects[:200],
-                              description=f"Pieces left out of **{name}**: their recording could not be used")
+        for line in _reject_lines(stats.rejects):
+            logger.warning("%s: left out %s", name, line)
+        audio = "audio" in manifest
+        create_table_artifact(key=f"{'audio' if audio else 'roll'}-rejects-{_artifact_key(name)}",
+                              table=stats.rejects[:200],
+                              description=f"Pieces left out of **{name}**: "
+                                          + ("no usable recording, or no notes to synthesize" if audio
+                                             else "nothing a roll can draw, or rendering failed"))
     return {"name": name, "version": version, "images": manifest["images"],
             "rendered_shards": stats.rendered_shards, "reused_shards": stats.reused_shards,
-            "rejected_pieces": len(stats.rejects)}
+            "rejected_pieces": len(stats.rejects), "rejects": _reject_lines(stats.rejects)}
+
+
+def _reject_lines(rejects: list[dict], n: int = 10) -> list[str]:
+    """The first ``n`` pieces left out of a dataset, one ``relpath: kind: message`` line each."""
+    return [f"{r['relpath']}: {r['error_kind']}: {r['message']}" for r in rejects[:n]]
 
 
 @task(name="publish-images", retries=2, retry_delay_seconds=[1, 5])

@@ -65,9 +65,10 @@ def dataset_stats(store: Store, name: str) -> dict:
     out = {"name": name, "version": m["version"], "encoding": m["encoding"], "shape": "×".join(map(str, m["shape"])),
            "images": m["images"], "shards": len(m["shards"]), "bytes": m["bytes"], "raw_bytes": m["raw_bytes"],
            "compression": round(ratio, 1), "tables_version": m["tables"]["version"], "splits": splits}
-    if "audio" in m:  # audio datasets: where the pieces' sound came from, and the pieces left out
-        out.update({"recorded_pieces": m["audio"]["recorded"], "synth_pieces": m["audio"]["synth"],
-                    "rejected_pieces": m["audio"]["rejected"], "rejects": m.get("rejects", [])})
+    if "audio" in m:  # audio datasets: where the pieces' sound came from
+        out.update({"recorded_pieces": m["audio"]["recorded"], "synth_pieces": m["audio"]["synth"]})
+    out.update({"rejected_pieces": len(m.get("rejects", [])), "rejects": m.get("rejects", []),
+                "drum_notes": m.get("drum_notes", 0)})
     return out
 
 
@@ -87,6 +88,10 @@ def format_datasets(stats: list[dict]) -> str:
         if "recorded_pieces" in s:
             lines.append(f"    sound: {s['recorded_pieces']} pieces recorded, {s['synth_pieces']} synthesized, "
                          f"{s['rejected_pieces']} left out")
+        if s.get("drum_notes"):
+            lines.append(f"    {s['drum_notes']} drum notes (MIDI channel 10) left out of the images")
         for r in s.get("rejects", [])[:20]:
             lines.append(f"    left out {r['relpath']}: {r['error_kind']}: {r['message']}")
+        if len(s.get("rejects", [])) > 20:
+            lines.append(f"    … {len(s['rejects']) - 20} more left out (all under 'rejects' in the manifest)")
     return "image datasets (shape, version):\n" + "\n".join(lines)
