@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from storage_schemas.encodings import ONSET, SUSTAIN, RollConfig
+from storage_schemas.encodings import CHANNEL_NAMES, ONSET, SUSTAIN, RollConfig
 
 from .autoencoder import AutoencoderConfig, ConvAutoencoder
 from .gan import GanConfig, build_gan
@@ -41,6 +41,7 @@ ROLL_ENCODINGS = ("enc1", "enc2", "enc3")
 STATE_ENCODINGS = ("enc2", "enc3")  # the ONSET / SUSTAIN state channel the 3-class head needs
 HILBERT = ("hilbert",)
 HILBERT_SHAPE = (1, 256, 256)  # the paper's order-8 Hilbert images
+MIDI_CHANNELS = ("velocity", "program")  # roll channels holding MIDI values, 0..127
 
 Shape = tuple[int, int, int]  # (channels, rows, columns) of one image
 
@@ -198,7 +199,11 @@ class GanSpec(ModelSpec):
         return AdversarialModule(config, nets["generator"], nets["critic"])
 
     def sample(self, config, nets, n, encoding, seeds=None) -> np.ndarray:
-        return _to_pixels(nets["generator"].sample(n))  # (n, C, H, W)
+        images = _to_pixels(nets["generator"].sample(n))  # (n, C, H, W)
+        for c, name in enumerate(CHANNEL_NAMES[encoding]):
+            if name in MIDI_CHANNELS:  # a generator's pixels span 0..255; a roll's velocity and program 0..127
+                images[:, c] = np.minimum(images[:, c], 127)
+        return images
 
 
 @dataclass(frozen=True)

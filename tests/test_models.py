@@ -477,3 +477,16 @@ def test_three_class_mapping_round_trips():
     assert torch.equal(roll_to_classes(as_tensor), torch.from_numpy(classes))
     assert torch.equal(classes_to_roll(roll_to_classes(as_tensor[:4])), as_tensor[:4])
     assert torch.equal(values_to_classes(classes_to_values(torch.tensor([0, 1, 2]))), torch.tensor([0, 1, 2]))
+
+
+@pytest.mark.parametrize("encoding", ["enc1", "enc2"])
+@torch.no_grad()
+def test_gan_samples_keep_velocity_and_program_in_the_midi_range(encoding):
+    spec = get_spec("gan")
+    config = spec.config(encoding, overrides={"dense_generator": [8]})
+    nets = spec.networks(config)
+    nets["generator"].net[-1].bias.fill_(10.0)  # every output pixel 255 before the clip
+    images = spec.sample(config, nets, 2, encoding)
+    assert (images[:, 0] == 255).all() and (images[:, 1:3] == 127).all()
+    if encoding == "enc1":
+        assert (images[:, 3] == 255).all()  # tempo is a byte of bpm, not a MIDI value

@@ -15,7 +15,8 @@ def rolls_to_midi(images: np.ndarray, config: dict, starts: np.ndarray | None = 
     """MIDI bytes of a piece's roll windows ``(N, C, rows, columns)`` (or one ``(C, rows, columns)`` image).
 
     Returns ``(midi bytes, number of notes)``. Windows are stitched by their start columns (default:
-    consecutive); velocity and program come from the image where the encoding has them.
+    consecutive); velocity and program come from the image where the encoding has them. Images without
+    notes give a valid MIDI file without notes.
     """
     from tasks.kernels.rolls import from_windows
     from tasks.kernels.midiwrite import notes_to_midi
@@ -25,8 +26,6 @@ def rolls_to_midi(images: np.ndarray, config: dict, starts: np.ndarray | None = 
         images = images[None]
     cfg = RollConfig.from_dict(config)
     notes = from_windows(images, cfg, starts=starts)
-    if len(notes) == 0:
-        raise ValueError("the image holds no notes")
     programs = np.bincount(notes.program, minlength=128)
     data = notes_to_midi(notes.pitch, notes.velocity, notes.onset_s, notes.offset_s, program=int(programs.argmax()))
     return data, len(notes)
