@@ -221,3 +221,21 @@ def test_cli_train_without_tables_in_a_store_of_several_names_them(tmp_path, mid
     assert err == [f"midipix train: {Store(store).uri} holds table sets alpha, beta; pick one with --tables"]
     assert main(["train", "--store", str(tmp_path / "empty"), "--model", "lstm"]) == 2
     assert "no table sets (build one: midipix build)" in capsys.readouterr().err
+
+
+def test_the_train_form_validates_into_the_one_train_config():
+    from pydantic import ValidationError
+
+    from flows.build import build_dataset
+    from flows.train import train_grid, train_one
+    from tasks.steps import prefect_tasks
+
+    params = TrainOneParams.model_validate({"train": {"epochs": 3, "batch_size": 8}})
+    assert params.train == TrainConfig(epochs=3, batch_size=8)  # every other field: TrainConfig's default
+    assert TrainOneParams.model_validate(params.model_dump(mode="json")) == params  # JSON-friendly for the UI
+    assert TrainOneParams.model_validate({"train": TrainConfig(epochs=3).to_dict()}).train.epochs == 3
+    with pytest.raises(ValidationError, match=r"unknown TrainConfig keys \['epoch'\]"):
+        TrainOneParams.model_validate({"train": {"epoch": 3}})
+    flows = {f.name for f in (build_dataset, train_one, train_grid)}
+    tasks = {t.name for t in vars(prefect_tasks).values() if hasattr(t, "submit") and hasattr(t, "name")}
+    assert {"fit-model", "generate-samples"} <= tasks and not flows & tasks
