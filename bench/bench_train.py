@@ -219,12 +219,13 @@ def model_plan(args) -> list[tuple[str, str, int]]:
 
 
 def train_one(cache: Path, model: str, encoding: str, batch_size: int, steps: int, epochs: int) -> dict:
+    from storage_schemas.training import TrainConfig
     from tasks.steps.train import TrainRequest, train_model
 
     store = tempfile.mkdtemp(prefix="midipix-bench-train-store-")  # fresh: nothing to resume from
     try:
-        req = TrainRequest(model=model, encoding=encoding, tables_name=TABLES_NAME, epochs=epochs,
-                           batch_size=batch_size, max_steps_per_epoch=steps, seed=0)
+        req = TrainRequest(model=model, encoding=encoding, tables_name=TABLES_NAME,
+                           train=TrainConfig(epochs=epochs, batch_size=batch_size, max_steps_per_epoch=steps, seed=0))
         t = time.perf_counter()
         r = train_model(store, req, data_uri=str(cache))
         wall = time.perf_counter() - t
@@ -250,14 +251,14 @@ def warm_up(cache: Path) -> None:
     Two training steps of one model per kind of network (LSTM, conv GAN, conv autoencoder) on a real
     batch, outside ``train_model`` (whose validation pass over a whole split would only cost time here).
     """
-    from models.modules import make_train_module
     from models.registry import get_spec
     from models.trainer import TrainConfig
     from tasks.steps.loader import ShardDataset
 
     for model, enc, bs in (("lstm", "enc2", 8), ("dcgan", "enc2", 8), ("autoencoder", "hilbert", 4)):
         spec = get_spec(model)
-        module, _ = make_train_module(spec, spec.default_config(enc))
+        config = spec.default_config(enc)
+        module = spec.train_module(config, spec.networks(config))
         opts = module.optimizers(TrainConfig())
         batch = next(iter(ShardDataset(str(cache), f"{TABLES_NAME}.{enc}", "train", bs, shuffle=False)))
         for step in range(2):

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from storage_schemas.training import TrainConfig
+
 
 def _ratios(text: str) -> tuple[float, float, float]:
     parts = [float(x) for x in text.split(",")]
@@ -165,13 +167,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default="lstm", help="a model, or several comma-separated (a grid)")
     t.add_argument("--encoding", default="enc2", help="an encoding, or several comma-separated (a grid)")
     t.add_argument("--store", default=None)
-    t.add_argument("--tables", default="generated-24", help="table set whose image datasets to use")
+    t.add_argument("--tables", default=None, help="table set whose image datasets to use (default: the store's "
+                                                  "only one)")
     t.add_argument("--dataset", default=None, help="a dataset version (default: the published one)")
     t.add_argument("--data", default=None, help="read shards from this local cache (see: midipix pull)")
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--seed", type=int, default=0)
+    # training options: None leaves TrainConfig's default (stated there only)
+    t.add_argument("--epochs", type=int, default=None, help=f"(default {TrainConfig.epochs})")
+    t.add_argument("--batch-size", type=int, default=None, help=f"(default {TrainConfig.batch_size})")
+    t.add_argument("--lr", type=float, default=None, help=f"(default {TrainConfig.lr})")
+    t.add_argument("--seed", type=int, default=None, help=f"(default {TrainConfig.seed})")
     t.add_argument("--max-steps", type=int, default=None, help="training steps per epoch at most")
     t.add_argument("--patience", type=int, default=None, help="early stopping after N epochs without progress")
     t.add_argument("--spike-factor", type=float, default=None,
@@ -184,7 +188,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
 
     g = sub.add_parser("generate", help="new music from a trained run: PNG, MIDI and WAV")
-    g.add_argument("--model", required=True, help="a run: models/<run> in the store, or just <run>")
+    g.add_argument("--model", required=True, help="a run: <run>, models/<run>, its folder, or a checkpoint in it "
+                                                  "(…/best.ckpt, …/last.ckpt: that checkpoint; default best)")
     g.add_argument("--store", default=None)
     g.add_argument("--n", type=int, default=4)
     g.add_argument("--seed", type=int, default=0)
@@ -261,12 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         return _train(args)
     if args.command == "generate":
+        from tasks.steps.sample import generate, resolve_run
         from tasks.storage.store import Store
-        from tasks.steps.train import generate
 
         store = Store(args.store or get_settings().store)
-        prefix = args.model if args.model.startswith("models/") else f"models/{args.model}"
-        for key in generate(store.uri, prefix, n=args.n, seed=args.seed, data_uri=args.data, out_dir=args.out):
+        try:
+            prefix, which = resolve_run(store, args.model)
+        except ValueError as e:
+            print(f"midipix generate: {e}", file=sys.stderr)
+            return 2
+        for key in generate(store.uri, prefix, n=args.n, seed=args.seed, data_uri=args.data, out_dir=args.out,
+                            which=which):
             print(store.url(key))
         return 0
     if args.command == "pull":
@@ -305,7 +315,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args) -> int:
+    from pydantic import ValidationError
+
     from flows.train import TrainGridParams, TrainOneParams, run_train_grid, run_train_one
+    from tasks.steps.tables import list_table_sets
+    from tasks.storage.settings import get_settings
+    from tasks.storage.store import Store
 
     overrides = {}
     for item in args.set:
@@ -313,11 +328,25 @@ def _train(args) -> int:
         overrides[key.strip()] = json.loads(value)
     models = [m for m in args.model.split(",") if m]
     encodings = [e for e in args.encoding.split(",") if e]
-    one = TrainOneParams(model=models[0], encoding=encodings[0], tables_name=args.tables, store=args.store,
-                         data=args.data, dataset_version=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed, max_steps_per_epoch=args.max_steps,
-                         early_stopping_patience=args.patience, spike_factor=args.spike_factor,
-                         model_overrides=overrides, samples=args.samples)
+    tables = args.tables
+    if tables is None:
+        store = Store(args.store or get_settings().store)
+        names = list_table_sets(store)
+        if len(names) != 1:
+            found = f"table sets {', '.join(names)}" if names else "no table sets (build one: midipix build)"
+            print(f"midipix train: {store.uri} holds {found}; pick one with --tables", file=sys.stderr)
+            return 2
+        tables = names[0]
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "max_steps_per_epoch": args.max_steps, "early_stopping_patience": args.patience,
+             "spike_factor": args.spike_factor}
+    try:
+        one = TrainOneParams(model=models[0], encoding=encodings[0], tables_name=tables, store=args.store,
+                             data=args.data, dataset_version=args.dataset, model_overrides=overrides,
+                             train={k: v for k, v in given.items() if v is not None}, samples=args.samples)
+    except ValidationError as e:
+        print(f"midipix train: {'; '.join(err['msg'] for err in e.errors())}", file=sys.stderr)
+        return 2
     if len(models) == 1 and len(encodings) == 1 and not args.deployment:
         results = [run_train_one(one)]
     else:

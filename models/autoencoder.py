@@ -8,6 +8,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .configs import config_from_dict
+
 __all__ = ["AutoencoderConfig", "ConvAutoencoder"]
 
 
@@ -51,7 +53,8 @@ class AutoencoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AutoencoderConfig:
-        return cls(**data)
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        return config_from_dict(cls, data)
 
 
 class ConvAutoencoder(nn.Module):

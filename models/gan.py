@@ -6,19 +6,22 @@ convolutional :class:`ConvGenerator` / :class:`ConvCritic`. The DCGAN critic use
 critic uses a per-sample layer norm instead, because the gradient penalty is a per-sample quantity and
 BatchNorm would mix the samples of a batch.
 
-Images are ``(B, C, 88, 200)`` floats in [0, 1] (the uint8 rolls divided by 255); generators end in a
-sigmoid. Discriminators and critics return one unbounded score per sample, ``(B,)``: a logit for the BCE
+Images are ``(B, C, H, W)`` floats in [0, 1] (the uint8 rolls divided by 255; 88 x 200 in the paper);
+generators end in a sigmoid. Discriminators and critics return one unbounded score per sample, ``(B,)``: a logit for the BCE
 losses, a Wasserstein score for WGAN-GP.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .configs import config_from_dict
 
 __all__ = [
     "GAN_KINDS",
@@ -60,8 +63,9 @@ class GanConfig:
         Hidden widths of the dense discriminator.
     conv_channels : tuple of int
         Channels of the conv nets from the coarsest to the finest scale. The generator starts from a seed of
-        ``conv_channels[0]`` maps of ``height / 2^k`` x ``width / 2^k`` (k = ``len(conv_channels)``; 11 x 25
-        for 88 x 200 and three stages) and doubles the size at each stage; the critic mirrors it.
+        ``conv_channels[0]`` maps of ``ceil(height / 2^k)`` x ``ceil(width / 2^k)`` (k = ``len(conv_channels)``;
+        11 x 25 for 88 x 200 and three stages), doubles the size at each stage and crops the result to
+        ``height`` x ``width``; the critic pads its input to that size and mirrors the generator.
     leaky_slope : float
         Negative slope of the LeakyReLUs.
     gp_weight : float
@@ -86,10 +90,8 @@ class GanConfig:
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if min(self.channels, self.height, self.width, self.latent_dim) < 1:
             raise ValueError("channels, height, width and latent_dim must be >= 1")
-        if self.kind != "gan":
-            factor = 2 ** len(self.conv_channels)
-            if self.height % factor or self.width % factor:
-                raise ValueError(f"height and width must be divisible by {factor} for {len(self.conv_channels)} stages")
+        if not self.conv_channels or min(self.conv_channels) < 1:
+            raise ValueError("conv_channels needs at least one stage, each >= 1 channel")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -99,14 +101,23 @@ class GanConfig:
     def seed_shape(self) -> tuple[int, int]:
         """Spatial size of the conv generator's seed, e.g. ``(11, 25)`` for 88 x 200 and three stages."""
         factor = 2 ** len(self.conv_channels)
-        return (self.height // factor, self.width // factor)
+        return (math.ceil(self.height / factor), math.ceil(self.width / factor))
+
+    @property
+    def conv_shape(self) -> tuple[int, int]:
+        """The size the conv nets work at: the seed doubled per stage, ``>= (height, width)``; (88, 200) for
+        88 x 200 and three stages, (64, 64) for 61 x 64."""
+        factor = 2 ** len(self.conv_channels)
+        h, w = self.seed_shape
+        return (h * factor, w * factor)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GanConfig:
-        return cls(**data)
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        return config_from_dict(cls, data)
 
 
 class _Generator(nn.Module):
@@ -168,7 +179,8 @@ class ConvGenerator(_Generator):
     """DCGAN-style generator built for the roll shape directly (no squaring of the image).
 
     ``z -> Linear -> (B, c0, 11, 25) -> [ConvTranspose 4x4 stride 2 -> BatchNorm -> ReLU] x 3 -> (B, c, 88, 200)
-    -> Conv 3x3 -> sigmoid -> (B, C, 88, 200)``.
+    -> Conv 3x3 -> sigmoid -> (B, C, 88, 200)``. Other sizes are generated at :attr:`GanConfig.conv_shape`
+    and cropped (rows and columns at the end).
     """
 
     def __init__(self, config: GanConfig) -> None:
@@ -190,6 +202,7 @@ class ConvGenerator(_Generator):
         h, w = self.config.seed_shape
         x = self.project(z).view(z.shape[0], -1, h, w)  # (B, c0, 11, 25)
         x = self.upsample(self.seed(x))  # (B, c0/2^k, 88, 200)
+        x = x[:, :, : self.config.height, : self.config.width]  # a no-op when the strides fit the image
         return torch.sigmoid(self.to_image(x))  # (B, C, 88, 200)
 
 
@@ -199,7 +212,8 @@ class ConvCritic(nn.Module):
     ``(B, C, 88, 200) -> [Conv 4x4 stride 2 -> norm -> LeakyReLU] x 3 -> (B, c0, 11, 25) -> Linear -> (B,)``.
     ``norm`` is BatchNorm for ``kind="dcgan"`` (none on the first stage, as in DCGAN) and, for ``"wgan-gp"``,
     a per-sample layer norm over (channels, rows, columns) (``GroupNorm`` with one group) so that each
-    sample's score, and hence its gradient penalty, depends on that sample alone.
+    sample's score, and hence its gradient penalty, depends on that sample alone. Images the strides do not
+    fit are zero-padded (rows and columns at the end) to :attr:`GanConfig.conv_shape` first.
     """
 
     def __init__(self, config: GanConfig) -> None:
@@ -217,6 +231,8 @@ class ConvCritic(nn.Module):
         self.score = nn.Linear(widths[-1] * h * w, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = self.config.conv_shape
+        x = F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))  # (B, C, 88, 200)
         f = self.features(x)  # (B, c0, 11, 25)
         return self.score(f.flatten(1)).squeeze(-1)  # (B,)
 

@@ -15,6 +15,8 @@ PyTorch's ``nn.LSTM`` has two bias vectors per gate set (``b_ih`` and ``b_hh``) 
 ``head="regression"`` outputs sigmoid values in [0, 1], ``(B, T, 88)``. ``head="classes3"`` outputs logits
 ``(B, T, 88, 3)`` over silent / onset / sustained (the paper's proposal), trained with cross-entropy; when a
 classes3 model feeds its own output back, it feeds the argmax decoded to values (0, 125/255, 1).
+
+88 is the paper's key count; every width here follows ``LstmConfig.features`` (the dataset's rows).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import torch
 import torch.nn as nn
 
 from storage_schemas.encodings import ONSET, SUSTAIN
+
+from .configs import config_from_dict
 
 __all__ = [
     "LSTM_HEADS",
@@ -56,7 +60,7 @@ class LstmConfig:
     hidden : int
         LSTM units (128).
     features : int
-        Values per column (88 keys).
+        Values per column: the dataset's rows (88 keys in the paper).
     head : str
         ``"regression"`` (sigmoid values) or ``"classes3"`` (3-class logits per key).
     bidirectional : bool
@@ -101,7 +105,8 @@ class LstmConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LstmConfig:
-        return cls(**data)
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        return config_from_dict(cls, data)
 
 
 # -- conversions -------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """How each model family trains on image batches: :class:`~models.trainer.TrainModule` adapters.
 
 A batch is what ``tasks.steps.loader.ShardDataset`` yields: ``(images, meta)`` with uint8 rolls
-``(B, C, 88, 200)`` or float16 Hilbert images ``(B, 1, 256, 256)``. Everything here is torch only.
+``(B, C, rows, columns)`` (88 x 200 in the paper) or float16 Hilbert images ``(B, 1, 256, 256)``. Which
+family uses which adapter is said by its spec (:mod:`models.registry`). Everything here is torch only.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import torch
 from torch import nn
 
 from models.gan import GanConfig, critic_objective, generator_objective
-from models.registry import ModelSpec
-from models.trainer import StepContext, SupervisedModule, TrainConfig, make_optimizer
+from models.trainer import StepContext, TrainConfig, make_optimizer
 
 
 def images_of(batch: Any) -> torch.Tensor:
@@ -97,21 +97,3 @@ def seq2seq_pairs(batch: Any, context: int, horizon: int, channel: int = 0) -> t
     if x.shape[1] < context + horizon:
         raise ValueError(f"windows of {x.shape[1]} columns cannot hold {context} + {horizon}")
     return x[:, :context], x[:, context:context + horizon]
-
-
-def make_train_module(spec: ModelSpec, config: Any, n_critic: int = 1):
-    """The TrainModule of a registry entry with a built network. Returns ``(module, networks)``."""
-    if spec.family == "gan":
-        generator, critic = spec.build(config)
-        return AdversarialModule(config, generator, critic, n_critic=n_critic), {"generator": generator,
-                                                                                  "critic": critic}
-    model = spec.build(config)
-    if spec.family == "autoencoder":
-        return SupervisedModule(model, spec.loss, lambda b: (images_of(b), images_of(b))), {"model": model}
-    if spec.family == "lstm":
-        return SupervisedModule(model, spec.loss, lambda b: next_column_pairs(b, config.channel)), {"model": model}
-    if spec.family == "seq2seq":
-        return (SupervisedModule(model, spec.loss,
-                                 lambda b: seq2seq_pairs(b, config.context, config.horizon, config.channel)),
-                {"model": model})
-    raise ValueError(f"unknown family {spec.family!r}")

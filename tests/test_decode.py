@@ -48,7 +48,7 @@ def test_dataset_rows_decode_to_the_quantised_piece(built, encoding):
                         piece.onset_s.to_numpy(), piece.offset_s.to_numpy(), cfg, tempo_bpm=bpm)
     assert np.array_equal(images, direct.images)
     want = from_windows(direct.images, cfg, starts=direct.starts)
-    data, n = rolls_to_midi(images, m["config"], starts)
+    data, n = rolls_to_midi(images, cfg, starts)
     back = read_midi(data)
     assert n == len(want) == back.n_notes
     order = np.lexsort((want.pitch, want.start_col))
@@ -69,7 +69,7 @@ def test_hilbert_rows_decode_to_the_synthesised_audio(built):
     pid = int(notes.piece_id.iloc[0])
     piece = notes[notes.piece_id == pid]
     images, _, _ = piece_images(store, m["name"], pid)
-    audio = hilbert_to_audio(images, m["config"])
+    audio = hilbert_to_audio(images, cfg)
     want = render(piece.pitch.to_numpy(), piece.velocity.to_numpy(), piece.onset_s.to_numpy(),
                   piece.offset_pedal_s.to_numpy(), sample_rate=8000)
     n = min(len(want), len(audio))

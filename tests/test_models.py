@@ -139,7 +139,8 @@ def test_registry_describes_every_entry_as_json_with_counts_of_the_built_default
     assert by_name["lstm"]["parameters"]["enc2"] == 122_968
     assert by_name["seq2seq"]["parameters"]["enc3"] == 251_096
     spec = get_spec("dcgan")
-    assert by_name["dcgan"]["parameters"]["enc3"] == count_parameters(spec.build(spec.default_config("enc3")))
+    nets = spec.networks(spec.default_config("enc3"))
+    assert by_name["dcgan"]["parameters"]["enc3"] == count_parameters(tuple(nets.values()))
     with pytest.raises(KeyError, match="unknown model"):
         get_spec("vae")
     with pytest.raises(ValueError, match="accepts encodings"):
@@ -152,6 +153,83 @@ def test_configs_round_trip_through_dicts():
         assert type(config).from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
+@pytest.mark.parametrize("config", [GanConfig(kind="dcgan", channels=3), LstmConfig(), AutoencoderConfig()],
+                         ids=lambda c: type(c).__name__)
+def test_model_configs_refuse_unknown_keys(config):
+    with pytest.raises(ValueError, match=r"unknown .*Config keys \['conv_chanels'\]"):
+        type(config).from_dict({**config.to_dict(), "conv_chanels": [8]})
+
+
+# -- sized for a dataset ------------------------------------------------------------------------------
+
+# a dataset of other images than the paper's: pitches 36..96 (61 rows), 64 columns; Hilbert images of order 6
+OTHER_SHAPE = {"enc1": (4, 61, 64), "enc2": (3, 61, 64), "enc3": (1, 61, 64), "hilbert": (1, 64, 64)}
+TINY = {"conv_channels": [8, 4, 2], "dense_generator": [16], "dense_discriminator": [16], "hidden": 8,
+        "encoder": [4, 8, 8, 8]}
+
+
+@pytest.mark.parametrize("name,encoding", ENTRY_ENCODINGS)
+@torch.no_grad()
+def test_every_entry_is_sized_by_the_datasets_images_and_samples_them(name, encoding):
+    spec = REGISTRY[name]
+    shape = OTHER_SHAPE[encoding]
+    config = spec.config(encoding, shape, {k: v for k, v in TINY.items() if k in spec.default_config(encoding).to_dict()})
+    nets = spec.networks(config)
+    seeds = None
+    if spec.needs_seeds:
+        seeds = torch.randint(0, 256, (3, *shape), dtype=torch.uint8)
+        if encoding == "hilbert":
+            seeds = torch.rand(3, *shape).half()
+    images = spec.sample(config, nets, 3, encoding, seeds)
+    assert images.shape == (3, *shape)
+    assert images.dtype == (np.float32 if encoding == "hilbert" else np.uint8)
+    if spec.family == "gan":
+        assert nets["critic"](torch.from_numpy(images).float() / 255).shape == (3,)
+    if spec.family in ("lstm", "seq2seq"):
+        assert config.features == 61 and config.context == 32 and config.horizon == 10
+        np.testing.assert_array_equal(images[:, 0, :, :32], _nearest_levels(seeds[:, 0, :, :32], encoding))
+
+
+def _nearest_levels(pixels: torch.Tensor, encoding: str) -> np.ndarray:
+    """Seed columns as sampling hands them on: enc1 as they are, state channels at the nearest state level."""
+    x = pixels.numpy()
+    if encoding == "enc1":
+        return x
+    levels = np.array([0, 125, 255])
+    return levels[np.abs(x[..., None].astype(int) - levels).argmin(-1)].astype(np.uint8)
+
+
+def test_the_default_shape_keeps_the_papers_configs():
+    assert get_spec("dcgan").config("enc2", (3, 88, 200)) == GanConfig(kind="dcgan", channels=3)
+    assert get_spec("seq2seq").config("enc2", (3, 88, 200)) == LstmConfig(arch="seq2seq")
+    assert get_spec("autoencoder").config("hilbert", (1, 256, 256)) == AutoencoderConfig()
+
+
+def test_conv_gans_work_at_sizes_the_strides_do_not_divide():
+    config = GanConfig(kind="wgan-gp", channels=3, height=61, width=64, conv_channels=(8, 4, 2))
+    assert config.seed_shape == (8, 8) and config.conv_shape == (64, 64)
+    generator, critic = build_gan(config)
+    fake = generator.sample(2)
+    assert fake.shape == (2, 3, 61, 64)
+    penalty = gradient_penalty(critic, torch.rand(2, 3, 61, 64), fake)
+    assert torch.isfinite(penalty)
+
+
+def test_sized_configs_refuse_what_the_dataset_fixes_and_what_does_not_fit():
+    with pytest.raises(ValueError, match="features follow the dataset's images"):
+        get_spec("lstm").config("enc2", (3, 61, 64), {"features": 88})
+    with pytest.raises(ValueError, match="height, width follow"):
+        get_spec("dcgan").config("enc2", (3, 61, 64), {"height": 88, "width": 200})
+    with pytest.raises(ValueError, match="exceed the dataset's windows of 64 columns"):
+        get_spec("seq2seq").config("enc2", (3, 61, 64), {"context": 60})
+    with pytest.raises(ValueError, match="leaves nothing to generate"):
+        get_spec("lstm").config("enc2", (3, 61, 64), {"context": 64})
+    with pytest.raises(ValueError, match="channel 1 is not among"):
+        get_spec("lstm").config("enc3", (1, 61, 64), {"channel": 1})
+    with pytest.raises(ValueError, match="square images"):
+        get_spec("autoencoder").config("hilbert", (1, 64, 128))
+
+
 # -- shapes -------------------------------------------------------------------------------------------
 
 
@@ -161,23 +239,24 @@ def test_shapes(name, encoding):
     spec = REGISTRY[name]
     config = spec.default_config(encoding)
     B = 2
+    nets = spec.networks(config)
     if spec.family == "gan":
-        generator, critic = spec.build(config)
+        generator, critic = nets["generator"], nets["critic"]
         images = generator.sample(B)
         assert images.shape == (B, CHANNELS[encoding], 88, 200)
         assert 0 <= images.min() and images.max() <= 1
         assert critic(images).shape == (B,)
     elif spec.family == "autoencoder":
-        out = spec.build(config)(torch.rand(B, 1, 256, 256))
+        out = nets["model"](torch.rand(B, 1, 256, 256))
         assert out.shape == (B, 1, 256, 256)
     elif spec.family == "lstm":
-        model = spec.build(config)
+        model = nets["model"]
         x = toy_roll(B, 12)
         tail = (88, 3) if config.head == "classes3" else (88,)
         assert model(x[:, :-1]).shape == (B, 11, *tail)
         assert model.generate(x, 7).shape == (B, 7, 88)
     else:
-        model = spec.build(config)
+        model = nets["model"]
         x = toy_roll(B, 100)
         tail = (88, 3) if config.head == "classes3" else (88,)
         assert model(x).shape == (B, 10, *tail)
@@ -239,8 +318,9 @@ def _batch(spec, config, B: int = 2):
 def test_one_optimisation_step_changes_parameters(name):
     spec = REGISTRY[name]
     config = spec.default_config(spec.encodings[-1])
+    nets = spec.networks(config)
     if spec.family == "gan":
-        generator, critic = spec.build(config)
+        generator, critic = nets["generator"], nets["critic"]
         real = toy_image(config.channels, 2)
         opt_d = torch.optim.Adam(critic.parameters(), lr=1e-4)
         opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4)
@@ -252,7 +332,7 @@ def test_one_optimisation_step_changes_parameters(name):
         assert torch.isfinite(d_loss) and torch.isfinite(g_loss)
         assert _changed(critic, d_before) and _changed(generator, g_before)
         return
-    model = spec.build(config)
+    model = nets["model"]
     x, target = _batch(spec, config)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     before = _snapshot(model)
@@ -286,7 +366,7 @@ def _overfit(model: nn.Module, loss_fn, lr: float, max_steps: int) -> tuple[floa
 def test_overfits_a_tiny_batch(name):
     spec = REGISTRY[name]
     config = spec.default_config(spec.encodings[-1])
-    model = spec.build(config)
+    model = spec.networks(config)["model"]
     x, target = _batch(spec, config)
     lr = 3e-3 if spec.family == "autoencoder" else 1e-2
     first, best = _overfit(model, lambda: spec.loss(model(x), target), lr=lr, max_steps=200)
@@ -397,3 +477,16 @@ def test_three_class_mapping_round_trips():
     assert torch.equal(roll_to_classes(as_tensor), torch.from_numpy(classes))
     assert torch.equal(classes_to_roll(roll_to_classes(as_tensor[:4])), as_tensor[:4])
     assert torch.equal(values_to_classes(classes_to_values(torch.tensor([0, 1, 2]))), torch.tensor([0, 1, 2]))
+
+
+@pytest.mark.parametrize("encoding", ["enc1", "enc2"])
+@torch.no_grad()
+def test_gan_samples_keep_velocity_and_program_in_the_midi_range(encoding):
+    spec = get_spec("gan")
+    config = spec.config(encoding, overrides={"dense_generator": [8]})
+    nets = spec.networks(config)
+    nets["generator"].net[-1].bias.fill_(10.0)  # every output pixel 255 before the clip
+    images = spec.sample(config, nets, 2, encoding)
+    assert (images[:, 0] == 255).all() and (images[:, 1:3] == 127).all()
+    if encoding == "enc1":
+        assert (images[:, 3] == 255).all()  # tempo is a byte of bpm, not a MIDI value

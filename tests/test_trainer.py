@@ -154,6 +154,11 @@ def test_config_round_trips_through_json_and_validates():
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="unknown"):
         TrainConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    assert cfg.to_dict()["schema_version"] == 1  # versioned: a later layout is refused, not misread
+    with pytest.raises(ValueError, match="schema_version"):
+        TrainConfig.from_dict({**cfg.to_dict(), "schema_version": 2})
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="rmsprop")
     with pytest.raises(ValueError, match="precision"):

@@ -7,16 +7,17 @@ from pathlib import Path
 import numpy as np
 
 from storage_schemas import shards as SH
-from storage_schemas.encodings import ImageConfig, RollConfig
+from storage_schemas.encodings import HilbertConfig, ImageConfig, RollConfig
 from tasks.storage.files import atomic_write
 from tasks.storage.store import Store
 
 
-def rolls_to_midi(images: np.ndarray, config: dict, starts: np.ndarray | None = None) -> tuple[bytes, int]:
+def rolls_to_midi(images: np.ndarray, config: RollConfig, starts: np.ndarray | None = None) -> tuple[bytes, int]:
     """MIDI bytes of a piece's roll windows ``(N, C, rows, columns)`` (or one ``(C, rows, columns)`` image).
 
     Returns ``(midi bytes, number of notes)``. Windows are stitched by their start columns (default:
-    consecutive); velocity and program come from the image where the encoding has them.
+    consecutive); velocity and program come from the image where the encoding has them. Images without
+    notes give a valid MIDI file without notes.
     """
     from tasks.kernels.rolls import from_windows
     from tasks.kernels.midiwrite import notes_to_midi
@@ -24,16 +25,13 @@ def rolls_to_midi(images: np.ndarray, config: dict, starts: np.ndarray | None = 
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[None]
-    cfg = RollConfig.from_dict(config)
-    notes = from_windows(images, cfg, starts=starts)
-    if len(notes) == 0:
-        raise ValueError("the image holds no notes")
+    notes = from_windows(images, config, starts=starts)
     programs = np.bincount(notes.program, minlength=128)
     data = notes_to_midi(notes.pitch, notes.velocity, notes.onset_s, notes.offset_s, program=int(programs.argmax()))
     return data, len(notes)
 
 
-def hilbert_to_audio(images: np.ndarray, config: dict) -> np.ndarray:
+def hilbert_to_audio(images: np.ndarray, config: HilbertConfig) -> np.ndarray:
     """Mono float32 audio of Hilbert images ``(N, 1, side, side)`` or ``(N, side, side)``."""
     from tasks.kernels.hilbert import images_to_audio
 
@@ -42,7 +40,7 @@ def hilbert_to_audio(images: np.ndarray, config: dict) -> np.ndarray:
         images = images[:, 0]
     if images.ndim == 2:
         images = images[None]
-    return images_to_audio(images, order=config["order"])
+    return images_to_audio(images, order=config.order)
 
 
 def piece_images(store: Store, name: str, piece_id: int, transposition: int = 0, noise_seed: int = -1
@@ -79,7 +77,7 @@ def decode_to_files(images: np.ndarray, config: ImageConfig, out: Path, starts: 
     if config.kind == "audio":
         from tasks.kernels.wav import wav_bytes
 
-        audio = hilbert_to_audio(images, config.to_dict())
+        audio = hilbert_to_audio(images, config)
         return [atomic_write(out.with_suffix(".wav"), wav_bytes(audio, config.sample_rate))]
-    data, _ = rolls_to_midi(images, config.to_dict(), starts)
+    data, _ = rolls_to_midi(images, config, starts)
     return [atomic_write(out.with_suffix(".mid"), data)]

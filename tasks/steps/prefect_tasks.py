@@ -23,6 +23,7 @@ from prefect.logging import get_run_logger
 from storage_schemas import tables as S
 from storage_schemas.encodings import AugmentConfig, ImageConfig, get_encoding
 from tasks.steps import tables as T
+from tasks.steps.train import TrainRequest
 from tasks.storage.settings import get_settings
 from tasks.storage.sources import (ResolvedSource, fingerprint, generated_source, list_files, maestro_archive,
                            maestro_source, maestro_spec, read_file_bytes)
@@ -285,3 +286,39 @@ def describe_images(store_uri: str, names: list[str], previews: int = 3) -> list
         if md:
             create_markdown_artifact(key="image-previews", markdown=md, description="A few windows of each encoding")
     return stats
+
+
+# -- training and sampling ----------------------------------------------------------------------------
+
+@task(name="fit-model")
+def fit_model(store_uri: str, request: TrainRequest, data: str | None = None,
+              loader_workers: int | None = None) -> dict:
+    """Train (or resume) one run; attaches its loss curve and history to the Prefect run."""
+    import base64
+
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.steps.train import train_model
+
+    result = train_model(store_uri, request, data_uri=data, num_workers=loader_workers)
+    get_run_logger().info("%s: %d parameters, %d epochs, best epoch %s", result["run"], result["parameters"],
+                          result["epochs"], result["best_epoch"])
+    rows = [{"epoch": h.get("epoch"), "train_loss": (h.get("train") or {}).get("loss"),
+             "val_loss": (h.get("val") or {}).get("loss"), "samples_per_s": h.get("samples_per_s"),
+             "data_wait_share": h.get("data_wait_share")} for h in result["history"]]
+    key = _artifact_key(result["run"])
+    create_table_artifact(key=f"history-{key}", table=rows, description=f"Training history of {result['run']}")
+    png = Store(store_uri).read_bytes(f"{result['prefix']}/loss.png")
+    create_markdown_artifact(key=f"loss-{key}", markdown=f"![loss](data:image/png;base64,{base64.b64encode(png).decode()})",
+                             description=f"Loss curve of {result['run']}")
+    return {k: v for k, v in result.items() if k != "history"} | {"history": rows}
+
+
+@task(name="generate-samples")
+def generate_samples(store_uri: str, prefix: str, n: int, data: str | None = None) -> list[str]:
+    """Samples of a trained run decoded to PNG / MIDI / WAV next to its checkpoint."""
+    from tasks.steps.sample import generate
+
+    keys = generate(store_uri, prefix, n=n, data_uri=data)
+    get_run_logger().info("%d sample files under %s/samples", len(keys), prefix)
+    return keys
