@@ -107,6 +107,22 @@ def _u32(buf, pos):
     )
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _varlen(buf, p, end):
+    """A variable-length quantity at ``p`` (at most four bytes, before ``end``): ``(value, next p, err)``,
+    ``err`` 0, ``TRUNCATED`` or ``BAD_VARLEN``."""
+    value = np.int64(0)
+    for k in range(4):
+        if p >= end:
+            return value, p, TRUNCATED
+        b = buf[p]
+        p += 1
+        value = (value << 7) | (b & 0x7F)
+        if b < 0x80:
+            return value, p, 0
+    return value, p, BAD_VARLEN
+
+
 @numba.njit(cache=True, nogil=True)
 def scan_smf_kernel(buf):
     """Scan an SMF byte buffer into flat event arrays.
@@ -181,21 +197,10 @@ def scan_smf_kernel(buf):
         running = 0
         while p < end:
             # delta time
-            delta = np.int64(0)
-            k = 0
-            while True:
-                if p >= end:
-                    return (TRUNCATED, p, fmt, n_tracks, division, ev_track, ev_tick, ev_status, ev_d1, ev_d2,
-                            n_ev, tempo_tick, tempo_track, tempo_us, n_tempo, track_end)
-                b = buf[p]
-                p += 1
-                delta = (delta << 7) | (b & 0x7F)
-                k += 1
-                if b < 0x80:
-                    break
-                if k == 4:
-                    return (BAD_VARLEN, p, fmt, n_tracks, division, ev_track, ev_tick, ev_status, ev_d1, ev_d2,
-                            n_ev, tempo_tick, tempo_track, tempo_us, n_tempo, track_end)
+            delta, p, err = _varlen(buf, p, end)
+            if err:
+                return (err, p, fmt, n_tracks, division, ev_track, ev_tick, ev_status, ev_d1, ev_d2,
+                        n_ev, tempo_tick, tempo_track, tempo_us, n_tempo, track_end)
             tick += delta
             if p >= end:
                 return (TRUNCATED, p, fmt, n_tracks, division, ev_track, ev_tick, ev_status, ev_d1, ev_d2, n_ev,
@@ -212,21 +217,10 @@ def scan_smf_kernel(buf):
                     p += 1
                 else:
                     running = 0  # sysex cancels running status
-                length = np.int64(0)
-                k = 0
-                while True:
-                    if p >= end:
-                        return (TRUNCATED, p, fmt, n_tracks, division, ev_track, ev_tick, ev_status, ev_d1, ev_d2,
-                                n_ev, tempo_tick, tempo_track, tempo_us, n_tempo, track_end)
-                    b = buf[p]
-                    p += 1
-                    length = (length << 7) | (b & 0x7F)
-                    k += 1
-                    if b < 0x80:
-                        break
-                    if k == 4:
-                        return (BAD_VARLEN, p, fmt, n_tracks, division, ev_track, ev_tick, ev_status, ev_d1,
-                                ev_d2, n_ev, tempo_tick, tempo_track, tempo_us, n_tempo, track_end)
+                length, p, err = _varlen(buf, p, end)
+                if err:
+                    return (err, p, fmt, n_tracks, division, ev_track, ev_tick, ev_status, ev_d1, ev_d2,
+                            n_ev, tempo_tick, tempo_track, tempo_us, n_tempo, track_end)
                 if p + length > end:
                     return (TRUNCATED, p, fmt, n_tracks, division, ev_track, ev_tick, ev_status, ev_d1, ev_d2,
                             n_ev, tempo_tick, tempo_track, tempo_us, n_tempo, track_end)

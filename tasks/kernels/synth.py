@@ -227,18 +227,22 @@ def piano_kernel(pitch, velocity, onset_s, offset_s, sample_rate, tail_s, seed, 
             out[t] += s
 
 
+def _reference_note(velocity, onset_s, offset_s, length, sample_rate, tail_s):
+    """What both reference twins start from: the rate, a silent output, the note's first and release
+    samples, and the tail's length in samples."""
+    sr = float(sample_rate)
+    start = int(round(onset_s * sr))
+    return sr, np.zeros(length, np.float64), start, max(start, int(round(offset_s * sr))), int(round(tail_s * sr))
+
+
 def piano_note_reference(
     pitch: int, velocity: int, onset_s: float, offset_s: float, length: int, *,
     sample_rate: int = SAMPLE_RATE, tail_s: float = 0.3, seed: int = 0, index: int = 0,
 ) -> np.ndarray:
     """One piano note in closed form (NumPy ``sin`` / ``exp``): the twin of :func:`piano_kernel`."""
-    sr = float(sample_rate)
-    out = np.zeros(length, np.float64)
+    sr, out, start, off, tail_n = _reference_note(velocity, onset_s, offset_s, length, sample_rate, tail_s)
     if velocity <= 0:
         return out
-    start = int(round(onset_s * sr))
-    off = max(start, int(round(offset_s * sr)))
-    tail_n = int(round(tail_s * sr))
     freq, amp, tau = piano_partials(pitch, velocity, sr)
     hammer = _hammer(np.uint64(seed), np.uint64(index), velocity, sr)
     ends = [start + _partial_length(amp[k], tau[k], sr) for k in range(freq.size)]
@@ -345,13 +349,9 @@ def guitar_note_reference(
 ) -> np.ndarray:
     """One plucked note by the textbook recurrence on a growing list (pure Python): the twin of
     :func:`guitar_kernel`. Slow; for short notes in tests."""
-    sr = float(sample_rate)
-    out = np.zeros(length, np.float64)
+    sr, out, start, off, tail_n = _reference_note(velocity, onset_s, offset_s, length, sample_rate, tail_s)
     if velocity <= 0:
         return out
-    start = int(round(onset_s * sr))
-    off = max(start, int(round(offset_s * sr)))
-    tail_n = int(round(tail_s * sr))
     n, c, t60 = guitar_string(pitch, sr)
     d = sr / float(midi_to_hz(pitch))
     rho = 10.0 ** (-3.0 * d / (t60 * sr))
