@@ -223,8 +223,8 @@ def ours_split(chosen: list[dict], cfg) -> dict:
     def kernel():
         for c in chosen:
             E._render_piece_kernel(c["onset_s"], c["offset_s"], c["pitch"], c["velocity"], c["program"], E._NO_TEMPO,
-                                   cfg.resolution_s, False, cfg.channels, cfg.pitch_lo, cfg.rows, cfg.columns,
-                                   cfg.hop_columns, -1)
+                                   cfg.resolution_s, False, E._style(cfg), cfg.channels, cfg.pitch_lo, cfg.rows,
+                                   cfg.columns, cfg.hop_columns, -1)
 
     def alloc():  # the zero-filled output alone, in NumPy
         for c in chosen:

@@ -1,7 +1,7 @@
 """The paper's sequence models on piano-roll columns, and its proposed 3-class head.
 
-A roll image ``(C, 88, T)`` becomes a sequence ``(T, 88)`` of columns (:func:`roll_to_sequence`: one channel,
-divided by 255). Two models:
+A roll image ``(C, rows, T)`` becomes a sequence ``(T, rows)`` of columns (one channel, divided by 255;
+88 rows for the piano's keys). Two models:
 
 - :class:`NextColumnLSTM`: LSTM(88 -> 128) + Dense(128 -> 88), predicting column ``t + 1`` from columns
   ``<= t`` (teacher forcing: inputs ``x[:, :-1]``, targets ``x[:, 1:]``); 122,968 PyTorch parameters.
@@ -39,7 +39,6 @@ __all__ = [
     "NextColumnLSTM",
     "Seq2SeqLSTM",
     "build_lstm",
-    "roll_to_sequence",
     "roll_to_classes",
     "classes_to_roll",
     "values_to_classes",
@@ -73,7 +72,7 @@ class LstmConfig:
     horizon : int
         Seq2seq only: columns emitted per call (10 or 100 in the paper).
     channel : int
-        Which image channel :func:`roll_to_sequence` reads (0: enc2/enc3 state, enc1 length).
+        Which image channel the model reads (0: enc2/enc3 state, enc1 length).
     """
 
     hidden: int = 128
@@ -110,12 +109,6 @@ class LstmConfig:
 
 
 # -- conversions -------------------------------------------------------------------------------------
-
-
-def roll_to_sequence(image: np.ndarray | torch.Tensor, channel: int = 0) -> torch.Tensor:
-    """One channel of a uint8 roll ``(C, 88, T)`` as a float sequence of columns ``(T, 88)`` in [0, 1]."""
-    x = image[channel] if isinstance(image, torch.Tensor) else torch.from_numpy(np.asarray(image)[channel])  # (88, T)
-    return x.T.float() / 255.0  # (T, 88)
 
 
 def roll_to_classes(state: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from storage_schemas.encodings import CHANNEL_NAMES, ONSET, SUSTAIN, RollConfig
+from storage_schemas.encodings import CHANNEL_NAMES, ENCODINGS, ONSET, SUSTAIN, RollConfig
 
 from .autoencoder import AutoencoderConfig, ConvAutoencoder
 from .gan import GanConfig, build_gan
@@ -37,9 +37,10 @@ from .trainer import SupervisedModule, TrainModule
 __all__ = ["ModelSpec", "GanSpec", "AutoencoderSpec", "LstmSpec", "Seq2SeqSpec", "REGISTRY", "MODEL_NAMES",
            "get_spec", "count_parameters", "describe_all", "classes3_loss", "default_shape"]
 
-ROLL_ENCODINGS = ("enc1", "enc2", "enc3")
-STATE_ENCODINGS = ("enc2", "enc3")  # the ONSET / SUSTAIN state channel the 3-class head needs
-HILBERT = ("hilbert",)
+# which models take which encodings follows from what the encodings' images hold
+ROLL_ENCODINGS = tuple(n for n, e in ENCODINGS.items() if e.kind == "roll")
+STATE_ENCODINGS = tuple(n for n in ROLL_ENCODINGS if CHANNEL_NAMES[n][0] == "state")  # the 3-class head's input
+HILBERT = ("hilbert",)  # the autoencoder learns the piano's sound; hilbert-guitar is its style-transfer input
 HILBERT_SHAPE = (1, 256, 256)  # the paper's order-8 Hilbert images
 MIDI_CHANNELS = ("velocity", "program")  # roll channels holding MIDI values, 0..127
 
@@ -259,7 +260,7 @@ class _SequenceSpec(ModelSpec):
         start = x[:, : config.context]
         new = nets["model"].generate(start, x.shape[1] - config.context)  # (B, T - context, rows)
         cols = torch.cat([start, new], dim=1).cpu().numpy()  # (B, T, rows)
-        if encoding == "enc1":  # channel 0 holds note lengths at onset pixels
+        if CHANNEL_NAMES[encoding][0] == "length":  # enc1: channel 0 holds note lengths at onset pixels
             state = np.rint(cols * 255.0).clip(0, 255).astype(np.uint8).transpose(0, 2, 1)
         else:
             state = _nearest_state(cols).transpose(0, 2, 1)  # (B, rows, T)

@@ -21,14 +21,11 @@ import dataclasses
 import io
 import logging
 import math
-import os
 import random
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -43,7 +40,6 @@ __all__ = [
     "CheckpointError",
     "CheckpointMeta",
     "CheckpointStore",
-    "LocalCheckpoints",
     "MemoryCheckpoints",
     "StepContext",
     "StopTraining",
@@ -134,10 +130,6 @@ class StepContext:
         if isinstance(params, nn.Module):
             params = params.parameters()
         return float(torch.nn.utils.clip_grad_norm_(params, self.grad_clip))
-
-    def to_device(self, batch: Any) -> Any:
-        """Move every tensor in a (nested tuple / list / dict) batch to the device."""
-        return _to_device(batch, self.device)
 
 
 @runtime_checkable
@@ -248,37 +240,6 @@ def _check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"bad checkpoint name {name!r}")
     return name
-
-
-class LocalCheckpoints:
-    """Checkpoints as ``<folder>/<name>.pt``; writes go to a temp file in the folder, then ``os.replace``."""
-
-    def __init__(self, folder: str | os.PathLike) -> None:
-        self.folder = Path(folder)
-
-    def path(self, name: str) -> Path:
-        return self.folder / f"{_check_name(name)}.pt"
-
-    def save(self, name: str, data: bytes) -> None:
-        target = self.path(name)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-    def load(self, name: str) -> bytes | None:
-        try:
-            return self.path(name).read_bytes()
-        except FileNotFoundError:
-            return None
 
 
 class MemoryCheckpoints:

@@ -56,8 +56,6 @@ IMAGES = pa.schema(
 )
 
 
-AUDIO_SOURCES = ("recorded", "synth")
-
 # one entry of a manifest's "rejects": a piece left out of an audio dataset, and why
 REJECT_FIELDS = ("piece_id", "relpath", "audio_source", "audio_sha256", "error_kind", "message")
 

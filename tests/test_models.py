@@ -25,7 +25,6 @@ from models.lstm import (
     classes_to_roll,
     classes_to_values,
     roll_to_classes,
-    roll_to_sequence,
     values_to_classes,
 )
 from storage_schemas.encodings import CHANNELS
@@ -262,15 +261,6 @@ def test_shapes(name, encoding):
         assert model(x).shape == (B, 10, *tail)
         assert model(x, horizon=100).shape == (B, 100, *tail)
         assert model.generate(x, 25).shape == (B, 25, 88)
-
-
-def test_roll_to_sequence_reads_one_channel_as_columns():
-    image = np.zeros((3, 88, 200), dtype=np.uint8)
-    image[0, 5, 7] = 255
-    image[1, 5, 7] = 64  # velocity, not read
-    seq = roll_to_sequence(image)
-    assert seq.shape == (200, 88) and seq.dtype == torch.float32
-    assert seq[7, 5] == 1.0 and seq.sum() == 1.0
 
 
 def test_next_column_lstm_is_causal():

@@ -27,7 +27,6 @@ from models.trainer import (
     CHECKPOINT_FORMAT,
     Callback,
     CheckpointError,
-    LocalCheckpoints,
     MemoryCheckpoints,
     StepContext,
     StopTraining,
@@ -41,6 +40,8 @@ from models.trainer import (
     resolve_precision,
     seed_everything,
 )
+from tasks.steps.train import StoreCheckpoints
+from tasks.storage.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_META = {"model": "mlp", "model_config": {"hidden": 32, "dropout": 0.1}, "dataset_version": "toy-v1"}
@@ -48,6 +49,11 @@ RUN_META = {"model": "mlp", "model_config": {"hidden": 32, "dropout": 0.1}, "dat
 
 # -- tiny models and data ----------------------------------------------------------------------------
 
+
+
+def on_disk(folder) -> StoreCheckpoints:
+    """Checkpoints in a local folder, as a pipeline run keeps them in its store (``run/<name>.ckpt``)."""
+    return StoreCheckpoints(Store(str(folder)), "run")
 
 def mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Dropout(0.1), nn.Linear(32, 1))
@@ -242,7 +248,7 @@ def test_resume_after_exception_is_bit_identical(tmp_path):
     ref = mlp_trainer(cfg)
     ref.fit()
 
-    store = LocalCheckpoints(tmp_path)
+    store = on_disk(tmp_path)
     with pytest.raises(RuntimeError, match="simulated kill"):
         mlp_trainer(cfg, store, [KillAfter(2)]).fit()
     assert rebuild_meta(store.load("last")).epoch == 2
@@ -261,7 +267,7 @@ def test_gan_two_optimizers_resume_bit_identical(tmp_path):
     result = ref.fit()
     assert {"loss", "loss_d", "loss_g"} <= result.history[0]["train"].keys()
 
-    store = LocalCheckpoints(tmp_path)
+    store = on_disk(tmp_path)
     with pytest.raises(RuntimeError):
         gan_trainer(cfg, store, [KillAfter(1)]).fit()
     assert set(load_checkpoint(store.load("last"))["optimizers"]) == {"generator", "discriminator"}
@@ -276,7 +282,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
-from models.trainer import Callback, LocalCheckpoints, SupervisedModule, TrainConfig, Trainer, seed_everything
+from models.trainer import Callback, SupervisedModule, TrainConfig, Trainer, seed_everything
+from tasks.steps.train import StoreCheckpoints
+from tasks.storage.store import Store
 
 folder, out, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
 
@@ -294,7 +302,7 @@ y = x.sum(1, keepdim=True)
 train = DataLoader(TensorDataset(x[:320], y[:320]), batch_size=64, shuffle=True)
 model = nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Dropout(0.1), nn.Linear(32, 1))
 trainer = Trainer(SupervisedModule(model, F.mse_loss), cfg, train, [(x[320:], y[320:])],
-                  LocalCheckpoints(folder), {"model": "mlp"}, [Pause()])
+                  StoreCheckpoints(Store(folder), "run"), {"model": "mlp"}, [Pause()])
 result = trainer.fit()
 torch.save(model.state_dict(), out)
 print(json.dumps({"resumed_from_epoch": result.resumed_from_epoch, "epochs": [h["epoch"] for h in result.history]}))
@@ -312,7 +320,7 @@ def test_sigkill_and_rerun_is_bit_identical(tmp_path):
 
     reference = start("ref", 0.0)
     victim = start("victim", 0.5)
-    store = LocalCheckpoints(tmp_path / "victim")
+    store = on_disk(tmp_path / "victim")
     deadline = time.monotonic() + 90
     while True:
         data = store.load("last")
@@ -360,7 +368,7 @@ class SpikyModule(SupervisedModule):
 def test_spike_reloads_best_and_continues_with_sgd_momentum(tmp_path):
     cfg = cpu_cfg(epochs=6, spike_factor=3.0, spike_lr_scale=0.5)
     spike_step = 4 * 3 + 2  # third step of epoch 4
-    trainer = mlp_trainer(cfg, LocalCheckpoints(tmp_path / "a"), module_cls=SpikyModule, spike_step=spike_step)
+    trainer = mlp_trainer(cfg, on_disk(tmp_path / "a"), module_cls=SpikyModule, spike_step=spike_step)
     best_before: list[int | None] = []
 
     class RememberBest(Callback):
@@ -385,7 +393,7 @@ def test_spike_reloads_best_and_continues_with_sgd_momentum(tmp_path):
     assert all(torch.isfinite(p).all() for p in params(trainer).values())
 
     # a run killed after the recovery resumes with SGD and ends bit-identical
-    store = LocalCheckpoints(tmp_path / "b")
+    store = on_disk(tmp_path / "b")
     with pytest.raises(RuntimeError):
         mlp_trainer(cfg, store, [KillAfter(5)], module_cls=SpikyModule, spike_step=spike_step).fit()
     resumed = mlp_trainer(cfg, store, module_cls=SpikyModule, spike_step=spike_step)
@@ -412,12 +420,12 @@ class Foreign:
 
 def test_checkpoints_load_weights_only_and_carry_config_and_run_meta(tmp_path):
     cfg = cpu_cfg(epochs=2)
-    store = LocalCheckpoints(tmp_path)
+    store = on_disk(tmp_path)
     trainer = mlp_trainer(cfg, store)
     trainer.fit()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no temp files left
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.ckpt", "last.ckpt"]  # no temp files left
 
-    raw = torch.load(store.path("last"), weights_only=True)
+    raw = torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)
     assert raw["format"] == CHECKPOINT_FORMAT and raw["epoch"] == 2 and raw["global_step"] == 8
     assert raw["config"] == cfg.to_dict() and raw["run_meta"] == RUN_META
     assert set(raw["optimizers"]) == {"model"} and len(raw["history"]) == 2
@@ -435,12 +443,13 @@ def test_checkpoints_load_weights_only_and_carry_config_and_run_meta(tmp_path):
 
 def test_foreign_pickled_object_is_refused(tmp_path):
     good = load_checkpoint(_one_epoch_checkpoint())
-    path = tmp_path / "last.pt"
+    path = tmp_path / "run" / "last.ckpt"
+    path.parent.mkdir()
     torch.save({**good, "run_meta": {"model": Foreign()}}, path)
     with pytest.raises(CheckpointError):
         load_checkpoint(path.read_bytes())
     with pytest.raises(CheckpointError):  # the trainer refuses it too, before training anything
-        mlp_trainer(cpu_cfg(), LocalCheckpoints(tmp_path)).fit()
+        mlp_trainer(cpu_cfg(), on_disk(tmp_path)).fit()
     assert UNPICKLED == []
     with pytest.raises(CheckpointError, match="not a midipix"):
         load_checkpoint(_bytes_of({"weights": torch.zeros(2)}))

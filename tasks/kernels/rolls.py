@@ -61,7 +61,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from storage_schemas.encodings import CHANNELS, MAX_LENGTH, ONSET, SUSTAIN, RollConfig
+from storage_schemas.encodings import MAX_LENGTH, ONSET, SUSTAIN, RollConfig
 from tasks.kernels.simd import BLOCK, blend_block, fill_run, store_block
 
 __all__ = [
@@ -935,7 +935,6 @@ def from_windows(images, cfg: RollConfig, *, starts=None, default_velocity: int 
     if starts is None:
         starts = np.arange(images.shape[0], dtype=np.int64) * cfg.hop_columns
     roll = stitch_windows(images, starts)  # (C, rows, width)
-    if cfg.encoding == "enc1":
+    if _style(cfg) == ONSET_PIXELS:
         return _decode_enc1(roll, 0, cfg)
-    assert roll.shape[0] == CHANNELS[cfg.encoding]
     return _decode_spans(roll, 0, cfg, default_velocity, default_program)
