@@ -229,8 +229,9 @@ def breakdown(paths: list[Path]) -> dict:
     """Where our time goes, one thread, each step alone: file I/O, sha256, parse, assemble, encode, write."""
     import hashlib
 
-    from tasks.steps import tables as T
     from tasks.kernels.midi import read_midi
+    from tasks.steps import tables as T
+    from tasks.storage.sources import SourceFile
     from tasks.storage.store import Store
 
     out = {}
@@ -238,7 +239,7 @@ def breakdown(paths: list[Path]) -> dict:
     blobs = {str(p): p.read_bytes() for p in paths}
     out["read_files_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    files = [T.SourceFile(uri=u, relpath=Path(u).name, size=len(b), sha256=hashlib.sha256(b).hexdigest())
+    files = [SourceFile(uri=u, relpath=Path(u).name, size=len(b), sha256=hashlib.sha256(b).hexdigest())
              for u, b in blobs.items()]
     out["sha256_s"] = time.perf_counter() - t
     t = time.perf_counter()

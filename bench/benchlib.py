@@ -67,7 +67,7 @@ def extra_piece(out: Path, index: int, minutes: float) -> Path:
 
 
 def source_files(paths: list[Path]):
-    from tasks.steps.tables import SourceFile
+    from tasks.storage.sources import SourceFile
 
     files = []
     for p in paths:

@@ -25,8 +25,8 @@ from storage_schemas.encodings import AugmentConfig, ImageConfig, get_encoding
 from tasks.steps import tables as T
 from tasks.steps.train import TrainRequest
 from tasks.storage.settings import get_settings
-from tasks.storage.sources import (ResolvedSource, fingerprint, generated_source, list_files, maestro_archive,
-                           maestro_source, maestro_spec, read_file_bytes)
+from tasks.storage.sources import (ResolvedSource, SourceFile, fingerprint, generated_source, list_files,
+                                   maestro_archive, maestro_source, maestro_spec, read_file_bytes)
 from tasks.storage.store import Store
 
 
@@ -72,7 +72,7 @@ def _transient(task, task_run, state) -> bool:
 
 @task(name="fetch-source", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient)
 def fetch_source(spec: str, maestro_overrides: dict | None = None
-                 ) -> tuple[ResolvedSource, list[T.SourceFile], list[dict]]:
+                 ) -> tuple[ResolvedSource, list[SourceFile], list[dict]]:
     """Resolve a source (download MAESTRO, generate the built-in corpus, or list a folder/URI) and hash
     every file's bytes: the hashes are what the cache keys of the later steps are made of."""
     logger = get_run_logger()
@@ -106,7 +106,7 @@ def _tables_cache_key(ctx: TaskRunContext, p: dict[str, Any]) -> str:
 
 
 @task(name="midi-to-tables", cache_key_fn=_tables_cache_key, persist_result=True, result_serializer="json")
-def midi_to_tables(store_uri: str, name: str, files: list[T.SourceFile], read_errors: list[dict],
+def midi_to_tables(store_uri: str, name: str, files: list[SourceFile], read_errors: list[dict],
                    metadata_uri: str | None, split: T.SplitConfig, strict: bool = False,
                    workers: int = 2) -> dict:
     """Parse new files, reuse rows of unchanged ones, and write an immutable table set (unpublished)."""

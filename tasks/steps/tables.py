@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from storage_schemas import tables as S
 from tasks.storage import publish as P
+from tasks.storage.sources import SourceFile
 from tasks.kernels.midi import MidiError, ParsedMidi, read_midi
 from tasks.storage.store import Store
 
@@ -67,23 +68,6 @@ class SplitConfig(BaseModel):
         if min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
             raise ValueError(f"split ratios must be >= 0 and sum to 1, got {v}")
         return v
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """One input file: where it is read from, its path inside the source, and its content hash.
-
-    ``audio_uri`` names the piece's recording (a sound file of the same stem beside it), with its size
-    and sha256; both are None when the recording could not be read while fingerprinting.
-    """
-
-    uri: str
-    relpath: str
-    size: int
-    sha256: str
-    audio_uri: str | None = None
-    audio_size: int | None = None
-    audio_sha256: str | None = None
 
 
 @dataclass

@@ -23,7 +23,6 @@ from storage_schemas.datasets import RemoteArchive, get_dataset
 from tasks.storage.files import atomic_write
 from tasks.storage.recordings import AUDIO_SUFFIXES, audio_preference, is_audio_path
 from tasks.storage.settings import Settings, get_settings
-from tasks.steps.tables import SourceFile
 
 MIDI_SUFFIXES = (".mid", ".midi")
 METADATA_PATTERN = re.compile(r"maestro-v[\d.]+.*\.(csv|json)$", re.IGNORECASE)
@@ -31,6 +30,23 @@ GENERATED_SEED = 0
 # source strings naming a declared MAESTRO archive: the MIDI-only one, and the full one with audio
 MAESTRO_SPECS = {"maestro": "maestro-v3.0.0", "maestro-v3.0.0": "maestro-v3.0.0",
                  "maestro-full": "maestro-v3.0.0-full", "maestro-v3.0.0-full": "maestro-v3.0.0-full"}
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One input file: where it is read from, its path inside the source, and its content hash.
+
+    ``audio_uri`` names the piece's recording (a sound file of the same stem beside it), with its size
+    and sha256; both are None when the recording could not be read while fingerprinting.
+    """
+
+    uri: str
+    relpath: str
+    size: int
+    sha256: str
+    audio_uri: str | None = None
+    audio_size: int | None = None
+    audio_sha256: str | None = None
 
 
 @dataclass(frozen=True)
