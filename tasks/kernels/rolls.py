@@ -356,15 +356,16 @@ def _paint_short(addr, wbase, ws, r, s, e, vel, prog, cols, plane, wsize, colour
 
 
 @numba.njit(cache=True, nogil=True)
-def _spans_kernel(out, zeroed, a, b, seconds, fs, pretty, pitch, velocity, program, pitch_lo, hop, colour):
+def _spans_kernel(out, zeroed, onset, offset, fs, pretty, pitch, velocity, program, pitch_lo, hop, colour):
     """The one span renderer (enc2 with ``colour``, enc3 without): draw notes into ``out`` (W, C, rows,
     columns), window ``w`` starting at column ``w * hop``.
 
-    The notes' spans are ``a``/``b``: seconds (``seconds``: turned into columns here, at ``fs`` columns a
-    second in the ``pretty`` convention) or columns. Windows ``zeroed ..`` of ``out`` are not yet zero:
-    with windows side by side (``hop == cols``) each is zero-filled just before the first note drawn
-    into it, so it is still in cache while it is drawn, and the rest at the end; short notes take
-    :func:`_paint_short`, other notes and layouts :func:`_paint_note`.
+    The notes' times are turned into columns here (:func:`_span_of`, at ``fs`` columns a second in the
+    ``pretty`` convention); integer columns given as floats with ``fs = 1`` and ``pretty`` (:func:`_exact`)
+    pass unchanged. Windows ``zeroed ..`` of ``out`` are not yet zero: with windows side by side
+    (``hop == cols``) each is zero-filled just before the first note drawn into it, so it is still in cache
+    while it is drawn, and the rest at the end; short notes take :func:`_paint_short`, other notes and
+    layouts :func:`_paint_note`.
 
     Returns ``(skipped, ok)``: notes outside the pitch range, and False (``out`` to be discarded) when
     the notes are not sorted by start column or a MIDI value lies outside 0..127.
@@ -384,10 +385,7 @@ def _spans_kernel(out, zeroed, a, b, seconds, fs, pretty, pitch, velocity, progr
     if not tiled:  # other layouts: zero-filled first
         zeroed = _zero_windows(flat, zeroed, n_win, wsize)
     for i in range(pitch.shape[0]):
-        if seconds:
-            s, e = _span_of(a[i], b[i], fs, pretty)
-        else:
-            s, e = np.int64(a[i]), np.int64(b[i])
+        s, e = _span_of(onset[i], offset[i], fs, pretty)
         p = np.int64(pitch[i])
         vel = np.int64(velocity[i])
         prog = np.int64(program[i])
@@ -428,20 +426,27 @@ def _spans_kernel(out, zeroed, a, b, seconds, fs, pretty, pitch, velocity, progr
 
 
 @numba.njit(cache=True, nogil=True)
+def _exact(columns):
+    """Integer columns as the float times :func:`_spans_kernel` takes: ``fs = 1`` in the truncating
+    convention gives them back exactly (any column below 2**53)."""
+    return columns.astype(np.float64)
+
+
+@numba.njit(cache=True, nogil=True)
 def render_enc2_kernel(pitch, velocity, program, start, stop, pitch_lo, hop, out):
     """Draw enc2 into ``out`` (W, 3, rows, columns), window ``w`` starting at column ``w * hop``.
 
     ``pitch``/``velocity``/``program`` uint8, ``start``/``stop`` int64 sorted by ``start``; ``out``
     C-contiguous and zero. Returns the number of notes outside ``pitch_lo .. pitch_lo + rows - 1``.
     """
-    return _spans_kernel(out, out.shape[0], start, stop, False, 1.0, False, pitch, velocity, program, pitch_lo, hop,
-                         True)[0]
+    return _spans_kernel(out, out.shape[0], _exact(start), _exact(stop), 1.0, True, pitch, velocity, program,
+                         pitch_lo, hop, True)[0]
 
 
 @numba.njit(cache=True, nogil=True)
 def render_enc3_kernel(pitch, start, stop, pitch_lo, hop, out):
     """Draw enc3 into ``out`` (W, 1, rows, columns); see :func:`render_enc2_kernel`."""
-    return _spans_kernel(out, out.shape[0], start, stop, False, 1.0, False, pitch, pitch, pitch, pitch_lo, hop,
+    return _spans_kernel(out, out.shape[0], _exact(start), _exact(stop), 1.0, True, pitch, pitch, pitch, pitch_lo, hop,
                          False)[0]
 
 
@@ -602,8 +607,8 @@ def _render(out, pitch, velocity, program, start, stop, ordered: bool, cfg: Roll
         start, stop, pitch, velocity, program = start[order], stop[order], pitch[order], velocity[order], program[order]
     lo, hop, style = cfg.pitch_lo, cfg.hop_columns, _style(cfg)
     if style != ONSET_PIXELS:
-        return int(_spans_kernel(out, out.shape[0], start, stop, False, 1.0, False, pitch, velocity, program, lo, hop,
-                                 style == SPANS_COLOUR)[0])
+        return int(_spans_kernel(out, out.shape[0], _exact(start), _exact(stop), 1.0, True, pitch, velocity,
+                                 program, lo, hop, style == SPANS_COLOUR)[0])
     bpm = np.broadcast_to(np.asarray(DEFAULT_BPM if tempo_bpm is None else tempo_bpm, np.float64), (n,))
     if not ordered:
         bpm = bpm[order]
@@ -695,7 +700,7 @@ def _render_piece_kernel(onset, offset, pitch, velocity, program, tempo, res, pr
                                      tempo, start, stop, pitch_lo, hop, out)
         return out, n_columns, skipped, True
     out = np.empty((n_win, channels, rows, cols), np.uint8)  # zero-filled by the renderer, window by window
-    skipped, ok = _spans_kernel(out, 0, onset, offset, True, fs, pretty, pitch, velocity, program, pitch_lo, hop,
+    skipped, ok = _spans_kernel(out, 0, onset, offset, fs, pretty, pitch, velocity, program, pitch_lo, hop,
                                 style == SPANS_COLOUR)
     return out, n_columns, skipped, ok
 
