@@ -11,11 +11,11 @@ from pydantic import BaseModel, Field, field_validator
 from flows.params import form_of
 from storage_schemas.encodings import ENCODINGS, AugmentConfig, HilbertConfig, ImageConfig, RollConfig
 from tasks.steps.prefect_tasks import (describe_images, fetch_source, midi_to_tables, publish_images,
-                            publish_tables, render_images, result_storage, summarize_tables)
-from tasks.storage.settings import get_settings
-from tasks.storage.store import Store
+                                       publish_tables, render_images, result_storage, summarize_tables)
 from tasks.steps.render import image_config
 from tasks.steps.tables import SplitConfig
+from tasks.storage.settings import get_settings
+from tasks.storage.store import Store
 
 
 class MaestroOverrides(BaseModel):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, Union
 
@@ -280,8 +281,7 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         ks = tuple(self.transpositions)
-        if not all(isinstance(k, int) or (hasattr(k, "__index__") and not isinstance(k, float)) for k in ks) \
-                or any(isinstance(k, bool) for k in ks):
+        if not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in ks):
             raise ValueError(f"transpositions must be integers, got {ks!r}")
         if any(abs(int(k)) > 127 for k in ks):
             raise ValueError(f"transpositions must lie in -127..127, got {ks!r}")
@@ -291,7 +291,7 @@ class AugmentConfig:
         if not self.noise_sigma >= 0.0:
             raise ValueError(f"noise_sigma must be >= 0, got {self.noise_sigma!r}")
         seed = self.seed
-        if isinstance(seed, bool) or not hasattr(seed, "__index__") or int(seed) < 0:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         object.__setattr__(self, "seed", int(seed))
         splits = (self.apply_to_splits,) if isinstance(self.apply_to_splits, str) else tuple(self.apply_to_splits)
