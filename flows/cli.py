@@ -30,22 +30,11 @@ def _pitch_range(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def _field(cls: type, name: str):
-    import dataclasses
-
-    return next(f for f in dataclasses.fields(cls) if f.name == name)
-
-
-def _default(cls: type, name: str):
-    import dataclasses
-
-    f = _field(cls, name)
-    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
-
-
 def _doc(cls: type, name: str) -> str:
     """A config field's help line, with its default: stated once, in the config class."""
-    default, text = _default(cls, name), _field(cls, name).metadata["help"]
+    from storage_schemas.encodings import field_default
+
+    default, text = field_default(cls, name), cls.__dataclass_fields__[name].metadata["help"]
     return f"{text} (default: {default})" if default not in (None, ()) else text
 
 
@@ -82,7 +71,7 @@ def _first_error(e: ValueError) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     from storage_schemas.encodings import (AUDIO_MODES, CONVENTIONS, ENCODINGS, TIMBRES, AugmentConfig, HilbertConfig,
-                                           RollConfig)
+                                           RollConfig, field_default)
 
     p = argparse.ArgumentParser(prog="midipix", description="Piano MIDI to images and back, on Prefect.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -111,13 +100,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--resolution", type=float, default=None, dest="resolution_s", help=_doc(RollConfig, "resolution_s"))
     b.add_argument("--columns", type=int, default=None, help=_doc(RollConfig, "columns"))
     b.add_argument("--hop", type=int, default=None, dest="hop_columns", help=_doc(RollConfig, "hop_columns"))
-    b.add_argument("--pitch-range", type=_pitch_range, default=None, help="lowest,highest MIDI pitch of a roll (default: "
-                   f"{_default(RollConfig, 'pitch_lo')},{_default(RollConfig, 'pitch_hi')}, the piano's keys)")
+    lo, hi = field_default(RollConfig, "pitch_lo"), field_default(RollConfig, "pitch_hi")
+    b.add_argument("--pitch-range", type=_pitch_range, default=None,
+                   help=f"lowest,highest MIDI pitch of a roll (default: {lo},{hi}, the piano's keys)")
     b.add_argument("--pedal", action="store_true", default=None, help=_doc(RollConfig, "pedal"))
     b.add_argument("--convention", choices=CONVENTIONS, default=None, help=_doc(RollConfig, "convention"))
     b.add_argument("--transpose", type=_ints, default=None, dest="transpositions",
                    help="augmentation: " + _doc(AugmentConfig, "transpositions"))
-    b.add_argument("--noise-fraction", type=float, default=None, help="augmentation: " + _doc(AugmentConfig, "noise_fraction"))
+    b.add_argument("--noise-fraction", type=float, default=None,
+                   help="augmentation: " + _doc(AugmentConfig, "noise_fraction"))
     b.add_argument("--augment-seed", type=int, default=None, dest="seed", help=_doc(AugmentConfig, "seed"))
     b.add_argument("--order", type=int, default=None, help=_doc(HilbertConfig, "order"))
     b.add_argument("--sample-rate", type=int, default=None, help=_doc(HilbertConfig, "sample_rate"))
@@ -345,7 +336,7 @@ def _train(args) -> int:
                              data=args.data, dataset_version=args.dataset, model_overrides=overrides,
                              train={k: v for k, v in given.items() if v is not None}, samples=args.samples)
     except ValidationError as e:
-        print(f"midipix train: {'; '.join(err['msg'] for err in e.errors())}", file=sys.stderr)
+        print(f"midipix train: {_first_error(e)}", file=sys.stderr)
         return 2
     if len(models) == 1 and len(encodings) == 1 and not args.deployment:
         results = [run_train_one(one)]
@@ -372,12 +363,12 @@ def _config_for_image(encoding: str, image):
     """The config of a bare image file: an audio image's side gives its curve's order; a roll's rows count
     up from the piano's lowest key (from pitch 0 when it has more rows than that leaves) and its columns
     are the window."""
-    from storage_schemas.encodings import RollConfig, get_encoding
+    from storage_schemas.encodings import RollConfig, field_default, get_encoding
 
     enc = get_encoding(encoding)
     if enc.kind == "audio":
         return enc.config(order=image.shape[-1].bit_length() - 1)
-    rows, lo = image.shape[-2], RollConfig.__dataclass_fields__["pitch_lo"].default
+    rows, lo = image.shape[-2], field_default(RollConfig, "pitch_lo")
     lo = lo if lo + rows <= 128 else 0
     return enc.config(columns=image.shape[-1], pitch_lo=lo, pitch_hi=lo + rows - 1)
 

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from storage_schemas.encodings import field_default
+
 __all__ = ["ConfigForm", "form_of"]
 
 _BOUNDS = ("gt", "ge", "lt", "le")
@@ -44,7 +46,7 @@ def form_of(cls: type, *, title: str, description: str, exclude: tuple[str, ...]
     for f in dataclasses.fields(cls):
         if f.name in exclude:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = field_default(cls, f.name)
         bounds = {k: f.metadata[k] for k in _BOUNDS if k in f.metadata}
         fields[f.name] = (hints[f.name], Field(default, description=f.metadata.get("help"), **bounds))
     model = create_model(cls.__name__ + "Form", __base__=ConfigForm, __doc__=description, **fields)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from storage_schemas.encodings import CHANNEL_NAMES, ENCODINGS, ONSET, SUSTAIN, RollConfig
+from storage_schemas.encodings import CHANNEL_NAMES, ONSET, ROLL_ENCODINGS, SUSTAIN, get_encoding
 
 from .autoencoder import AutoencoderConfig, ConvAutoencoder
 from .gan import GanConfig, build_gan
@@ -38,10 +38,8 @@ __all__ = ["ModelSpec", "GanSpec", "AutoencoderSpec", "LstmSpec", "Seq2SeqSpec",
            "get_spec", "count_parameters", "describe_all", "classes3_loss", "default_shape"]
 
 # which models take which encodings follows from what the encodings' images hold
-ROLL_ENCODINGS = tuple(n for n, e in ENCODINGS.items() if e.kind == "roll")
 STATE_ENCODINGS = tuple(n for n in ROLL_ENCODINGS if CHANNEL_NAMES[n][0] == "state")  # the 3-class head's input
 HILBERT = ("hilbert",)  # the autoencoder learns the piano's sound; hilbert-guitar is its style-transfer input
-HILBERT_SHAPE = (1, 256, 256)  # the paper's order-8 Hilbert images
 MIDI_CHANNELS = ("velocity", "program")  # roll channels holding MIDI values, 0..127
 
 Shape = tuple[int, int, int]  # (channels, rows, columns) of one image
@@ -59,8 +57,8 @@ def classes3_loss(logits: torch.Tensor, target_values: torch.Tensor) -> torch.Te
 
 
 def default_shape(encoding: str) -> Shape:
-    """The paper's image shape of an encoding: 88 x 200 rolls, 256 x 256 Hilbert images."""
-    return HILBERT_SHAPE if encoding in HILBERT else RollConfig(encoding=encoding).shape
+    """The paper's image shape of an encoding (its config's defaults): 88 x 200 rolls, 256 x 256 Hilbert images."""
+    return get_encoding(encoding).config().shape
 
 
 def _to_pixels(images: torch.Tensor) -> np.ndarray:

@@ -58,6 +58,7 @@ __all__ = [
     "ImageConfig",
     "get_encoding",
     "config_from_dict",
+    "field_default",
 ]
 
 ENCODINGS_SCHEMA_VERSION = 1
@@ -66,10 +67,15 @@ ONSET = 125  # first channel, onset column of a note (enc2, enc3)
 SUSTAIN = 255  # first channel, every later column of the note (enc2, enc3)
 MAX_LENGTH = 255  # enc1 stores the length in columns in one byte
 
-ROLL_ENCODINGS = ("enc1", "enc2", "enc3")
 CONVENTIONS = ("midipix", "pretty_midi")
 AUDIO_MODES = ("auto", "recorded", "synth")
 TIMBRES = ("piano", "guitar")
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of a config class's field, stated once in the class (the CLI and the forms read it)."""
+    f = cls.__dataclass_fields__[name]
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 def _help(text: str, **bounds: float) -> dict[str, Any]:
@@ -89,6 +95,28 @@ def _check_dict(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+class _ImageConfig:
+    """What both image configs share: their encoding's entry, and their stored form."""
+
+    @property
+    def spec(self) -> Encoding:
+        return ENCODINGS[self.encoding]
+
+    def _check_encoding(self) -> None:
+        entry = ENCODINGS.get(self.encoding)
+        if entry is None or entry.config_type is not type(self):
+            names = tuple(n for n, e in ENCODINGS.items() if e.config_type is type(self))
+            raise ValueError(f"encoding must be one of {names}, got {self.encoding!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": ENCODINGS_SCHEMA_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Rebuild a config written by :meth:`to_dict`; unknown keys or another schema version fail."""
+        return cls(**_check_dict(cls, data))
+
+
 def _int_field(obj: Any, name: str, lo: int | None = None, hi: int | None = None) -> None:
     value = getattr(obj, name)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -98,7 +126,7 @@ def _int_field(obj: Any, name: str, lo: int | None = None, hi: int | None = None
 
 
 @dataclass(frozen=True)
-class RollConfig:
+class RollConfig(_ImageConfig):
     """How notes become piano-roll images (enc1, enc2, enc3).
 
     Parameters
@@ -138,8 +166,7 @@ class RollConfig:
     kind: ClassVar[str] = "roll"
 
     def __post_init__(self) -> None:
-        if self.encoding not in ROLL_ENCODINGS:
-            raise ValueError(f"encoding must be one of {ROLL_ENCODINGS}, got {self.encoding!r}")
+        self._check_encoding()
         if self.convention not in CONVENTIONS:
             raise ValueError(f"convention must be one of {CONVENTIONS}, got {self.convention!r}")
         res = self.resolution_s
@@ -160,10 +187,6 @@ class RollConfig:
             raise ValueError(f"pedal must be a bool, got {self.pedal!r}")
 
     @property
-    def spec(self) -> Encoding:
-        return ENCODINGS[self.encoding]
-
-    @property
     def rows(self) -> int:
         """Number of pitches drawn (88 for the piano)."""
         return self.pitch_hi - self.pitch_lo + 1
@@ -177,17 +200,10 @@ class RollConfig:
         """Shape of one window image: ``(channels, rows, columns)``."""
         return (self.channels, self.rows, self.columns)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": ENCODINGS_SCHEMA_VERSION, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RollConfig:
-        """Rebuild a config written by :meth:`to_dict`; unknown keys or another schema version fail."""
-        return cls(**_check_dict(cls, data))
 
 
 @dataclass(frozen=True)
-class HilbertConfig:
+class HilbertConfig(_ImageConfig):
     """Audio images: a piece's recording, or its notes rendered by the built-in synthesizer, cut into
     blocks of ``4**order`` samples laid on an order-``order`` Hilbert curve (``float16`` in [0, 1]).
 
@@ -211,8 +227,7 @@ class HilbertConfig:
     kind: ClassVar[str] = "audio"
 
     def __post_init__(self) -> None:
-        if self.encoding not in ("hilbert", "hilbert-guitar"):
-            raise ValueError(f"encoding must be hilbert or hilbert-guitar, got {self.encoding!r}")
+        self._check_encoding()
         _int_field(self, "order", 1, 12)
         _int_field(self, "sample_rate", 8000)
         if self.timbre not in TIMBRES:
@@ -226,10 +241,6 @@ class HilbertConfig:
                              "(timbre='guitar', audio='synth')")
 
     @property
-    def spec(self) -> Encoding:
-        return ENCODINGS[self.encoding]
-
-    @property
     def channels(self) -> int:
         return 1
 
@@ -241,13 +252,6 @@ class HilbertConfig:
     def shape(self) -> tuple[int, int, int]:
         return (1, self.side, self.side)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": ENCODINGS_SCHEMA_VERSION, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HilbertConfig:
-        """Rebuild a config written by :meth:`to_dict`; unknown keys or another schema version fail."""
-        return cls(**_check_dict(cls, data))
 
 
 @dataclass(frozen=True)
@@ -368,6 +372,7 @@ ENCODINGS: dict[str, Encoding] = {e.name: e for e in (
              "the notes synthesized with a guitar timbre on a Hilbert curve (the paper's style transfer)",
              fixed=(("timbre", "guitar"), ("audio", "synth"))),
 )}
+ROLL_ENCODINGS = tuple(name for name, e in ENCODINGS.items() if e.kind == "roll")
 CHANNELS = {name: e.channels for name, e in ENCODINGS.items()}
 CHANNEL_NAMES = {name: e.channel_names for name, e in ENCODINGS.items()}
 

@@ -100,7 +100,6 @@ def test_a_roll_encoding_without_a_renderer_is_refused_not_drawn_as_its_look_ali
     from tasks.kernels.rolls import to_windows
 
     enc4 = SE.Encoding("enc4", SE.RollConfig, ("state", "velocity", "program"), "uint8", "a new encoding")
-    monkeypatch.setattr(SE, "ROLL_ENCODINGS", SE.ROLL_ENCODINGS + ("enc4",))
     monkeypatch.setitem(SE.ENCODINGS, "enc4", enc4)
     cfg = SE.RollConfig("enc4")
     assert cfg.shape == (3, 88, 200)

@@ -599,6 +599,12 @@ def _style(cfg: RollConfig) -> int:
         raise ValueError(f"no roll renderer for encoding {cfg.encoding!r}") from None
 
 
+def _tempo_pixels(tempo_bpm, n: int) -> np.ndarray:
+    """enc1's fourth channel for ``n`` notes: the bpm at each onset (default 120), rounded, clipped to 0..255."""
+    bpm = np.broadcast_to(np.asarray(DEFAULT_BPM if tempo_bpm is None else tempo_bpm, np.float64), (n,))
+    return np.clip(np.rint(bpm), 0, 255).astype(np.uint8)
+
+
 def _render(out, pitch, velocity, program, start, stop, ordered: bool, cfg: RollConfig, tempo_bpm) -> int:
     n = start.shape[0]
     pitch, velocity, program = _midi_values(pitch, velocity, program, n)
@@ -609,10 +615,9 @@ def _render(out, pitch, velocity, program, start, stop, ordered: bool, cfg: Roll
     if style != ONSET_PIXELS:
         return int(_spans_kernel(out, out.shape[0], _exact(start), _exact(stop), 1.0, True, pitch, velocity,
                                  program, lo, hop, style == SPANS_COLOUR)[0])
-    bpm = np.broadcast_to(np.asarray(DEFAULT_BPM if tempo_bpm is None else tempo_bpm, np.float64), (n,))
+    tempo = _tempo_pixels(tempo_bpm, n)
     if not ordered:
-        bpm = bpm[order]
-    tempo = np.clip(np.rint(bpm), 0, 255).astype(np.uint8)
+        tempo = tempo[order]
     return int(render_enc1_kernel(pitch, velocity, program, tempo, start, stop, lo, hop, out))
 
 
@@ -757,13 +762,11 @@ def to_windows(
     pitch = _midi_column(pitch, "pitch", n)
     velocity = _midi_column(velocity, "velocity", n)
     program = _midi_column(program, "program", n)
-    tempo = _NO_TEMPO
-    if _style(cfg) == ONSET_PIXELS:
-        bpm = np.broadcast_to(np.asarray(DEFAULT_BPM if tempo_bpm is None else tempo_bpm, np.float64), (n,))
-        tempo = np.clip(np.rint(bpm), 0, 255).astype(np.uint8)
+    style = _style(cfg)
+    tempo = _tempo_pixels(tempo_bpm, n) if style == ONSET_PIXELS else _NO_TEMPO
     pretty = cfg.convention == "pretty_midi"
     out, n_cols, skipped, ok = _render_piece_kernel(
-        onset, offset, pitch, velocity, program, tempo, cfg.resolution_s, pretty, _style(cfg), cfg.channels,
+        onset, offset, pitch, velocity, program, tempo, cfg.resolution_s, pretty, style, cfg.channels,
         cfg.pitch_lo, cfg.rows, cfg.columns, cfg.hop_columns, -1 if n_columns is None else int(n_columns))
     if not ok:  # unsorted notes, or values to reject: the general path sorts or raises
         start, stop, end, ordered = _columns_kernel(onset, offset, cfg.resolution_s, pretty)

@@ -207,8 +207,7 @@ def render_images(store_uri: str, tables_name: str, tables_version: str, config:
                   workers: int = 2) -> dict:
     """Render one image dataset of a table set into shards (reusing unchanged shards); unpublished."""
     from storage_schemas import shards as SH
-    from tasks.steps import loader
-    from tasks.steps import render
+    from tasks.steps import loader, render
 
     logger = get_run_logger()
     store = Store(store_uri)

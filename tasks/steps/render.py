@@ -32,10 +32,10 @@ import pyarrow.parquet as pq
 from storage_schemas import shards as SH
 from storage_schemas import tables as S
 from storage_schemas.encodings import AugmentConfig, HilbertConfig, ImageConfig, RollConfig, get_encoding
-from tasks.storage import publish as P
-from tasks.steps import tables as T
-from tasks.storage.recordings import AudioError
 from tasks.kernels.augment import apply_variant, plan
+from tasks.steps import tables as T
+from tasks.storage import publish as P
+from tasks.storage.recordings import AudioError
 from tasks.storage.shards import encode_shard, group_pieces, recipe_key
 from tasks.storage.store import Store
 
@@ -80,14 +80,13 @@ def render_piece(notes: dict[str, np.ndarray], config: ImageConfig, k: int, seed
     enc1 draws the tempo in force at each onset (120 bpm without one).
     """
     hilbert = config.kind == "audio"
-    cfg = config
     if k == 0 and seed is None:
         cols, n_lost = notes, 0
     else:
         from tasks.kernels.augment import PIANO_HI, PIANO_LO
 
         pitch = notes["pitch"]
-        lo, hi = (PIANO_LO, PIANO_HI) if hilbert else (cfg.pitch_lo, cfg.pitch_hi)
+        lo, hi = (PIANO_LO, PIANO_HI) if hilbert else (config.pitch_lo, config.pitch_hi)
         shown = np.arange(pitch.shape[0]) if hilbert else np.flatnonzero((pitch >= lo) & (pitch <= hi))
         new_pitch, keep, n_lost, _ = apply_variant(pitch[shown], k, seed, augment, lo=lo, hi=hi)
         if new_pitch is None:
@@ -100,10 +99,8 @@ def render_piece(notes: dict[str, np.ndarray], config: ImageConfig, k: int, seed
         return (*_hilbert_images(cols, config), n_lost)
     from tasks.kernels.rolls import tempo_at, to_windows
 
-    bpm = None
-    if "tempo" in cfg.spec.channel_names and tempo is not None:
-        bpm = tempo_at(cols["onset_s"], *tempo)
-    w = to_windows(cols["pitch"], cols["velocity"], cols["program"], cols["onset_s"], cols["offset_s"], cfg,
+    bpm = None if tempo is None else tempo_at(cols["onset_s"], *tempo)
+    w = to_windows(cols["pitch"], cols["velocity"], cols["program"], cols["onset_s"], cols["offset_s"], config,
                    offset_pedal_s=cols["offset_pedal_s"], tempo_bpm=bpm)
     return w.images, w.starts, n_lost + w.n_skipped
 
@@ -122,7 +119,7 @@ def unrenderable(notes: dict[str, np.ndarray], drum_notes: int, config: ImageCon
         return "no_notes", "the table set holds no notes for this piece"
     if config.kind == "audio":
         return None
-    cfg = config
+    cfg = config  # a RollConfig from here on
     shown = (pitch >= cfg.pitch_lo) & (pitch <= cfg.pitch_hi)
     if not shown.any():
         return "off_keyboard", (f"all {pitch.shape[0]} notes lie outside pitches {cfg.pitch_lo}..{cfg.pitch_hi} "
@@ -279,8 +276,8 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, c
     pieces = _load_pieces(store, tables_manifest)
     notes, slices, drums = _load_notes(store, tables_manifest)
     columns = {c: notes.column(c).to_numpy() for c in NOTE_COLUMNS[1:]}
-    enc1 = "tempo" in config.spec.channel_names  # an encoding that draws the tempo map
-    tempos = _load_tempos(store, tables_manifest) if enc1 else {}
+    draws_tempo = "tempo" in config.spec.channel_names  # enc1: the tempo map decides pixels, so its recipe
+    tempos = _load_tempos(store, tables_manifest) if draws_tempo else {}
     reuse = ({s["recipe"]: s for s in previous.get("shards", []) + previous.get("empty_groups", [])}
              if previous else {})
     if previous is not None and previous.get("code_version") != code:
@@ -312,11 +309,11 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, c
             members = [mine[i] for i in group]
             # a piece enters the recipe by the notes the table set holds for it, not only its file's hash:
             # a changed reader gives the same file other notes, and its shard must be rendered again
-            recipe = recipe_key([json.dumps(config.to_dict(), sort_keys=True), json.dumps(augment.to_dict(), sort_keys=True),
-                                 code, split] + [f"{p['sha256']}:{notes_digest(p['piece_id'])}"
-                                                 + (f":{audio_key(p)}" if hilbert else "")
-                                                 + (f":{tempo_digest(p['piece_id'])}" if enc1 else "")
-                                                 for p in members])
+            keys = [f"{p['sha256']}:{notes_digest(p['piece_id'])}"
+                    + (f":{audio_key(p)}" if hilbert else "")
+                    + (f":{tempo_digest(p['piece_id'])}" if draws_tempo else "") for p in members]
+            recipe = recipe_key([json.dumps(config.to_dict(), sort_keys=True),
+                                 json.dumps(augment.to_dict(), sort_keys=True), code, split] + keys)
             jobs.append((split, members, recipe))
 
     stats = RenderStats()
@@ -368,9 +365,7 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, c
                 labels += [source] * n
                 meta.append((np.full(n, p["piece_id"], np.int64), starts.astype(np.int32), np.full(n, k, np.int8),
                              np.full(n, -1 if seed is None else seed, np.int64)))
-        shape = config.shape
-        dtype = np.float16 if hilbert else np.uint8
-        images = np.concatenate(imgs) if imgs else np.zeros((0,) + shape, dtype)
+        images = np.concatenate(imgs) if imgs else np.zeros((0,) + config.shape, config.spec.dtype)
         cols = [np.concatenate([m[i] for m in meta]) if meta else np.zeros(0) for i in range(4)]
         # carried with the group's record: a reused shard brings its pieces' rejects (and sources) along
         rec = {"split": split, "rows": int(images.shape[0]), "recipe": recipe, "pieces": len(members),
@@ -423,7 +418,8 @@ def build_image_dataset(store: Store, tables_name: str, tables_manifest: dict, c
         n = rec["rows"]
         start_s = cols[1] * (4 ** config.order / config.sample_rate if hilbert else config.resolution_s)
         image_tables.append(pa.Table.from_arrays([
-            pa.array(cols[0].astype(np.int64)), pa.array([split] * n, pa.string()), pa.array([config.encoding] * n, pa.string()),
+            pa.array(cols[0].astype(np.int64)), pa.array([split] * n, pa.string()),
+            pa.array([config.encoding] * n, pa.string()),
             pa.array(cols[1].astype(np.int32)), pa.array(np.asarray(start_s, np.float64)),
             pa.array(cols[2].astype(np.int8)), pa.array(cols[3].astype(np.int64)),
             pa.array([rec["sha256"]] * n, pa.string()), pa.array(np.arange(n, dtype=np.int32)),

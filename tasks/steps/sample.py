@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -19,10 +18,6 @@ from tasks.storage.files import atomic_write
 from tasks.storage.store import LocalStore, Store
 
 CHECKPOINTS = ("best", "last")
-
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)
 
 
 def resolve_run(store: Store, text: str) -> tuple[str, str]:
@@ -120,8 +115,9 @@ def generate(store_uri: str, prefix: str, n: int = 4, seed: int = 0, data_uri: s
 
     GANs sample from noise; LSTM and seq2seq continue seeds taken from the test split (the first
     ``context`` columns of test windows, then as many new columns; windows of other splits, or repeated
-    ones, where the test split holds fewer than ``n``); the autoencoder reconstructs test audio. Rolls become ``sample-NN.png`` and ``sample-NN.mid`` (a sample without notes is a valid MIDI
-    file without notes), Hilbert images ``sample-NN-input.wav`` / ``-output.wav`` and, when a
+    ones, where the test split holds fewer than ``n``); the autoencoder reconstructs test audio. Rolls
+    become ``sample-NN.png`` and ``sample-NN.mid`` (a sample without notes is a valid MIDI file without
+    notes), Hilbert images ``sample-NN-input.wav`` / ``-output.wav`` and, when a
     ``hilbert-guitar`` dataset exists, the style-transfer clips and ``style-transfer.json``. Every sample is
     decoded with the encoding config of the run's dataset; a decoding error is raised, never skipped.
     """
@@ -168,7 +164,7 @@ def generate(store_uri: str, prefix: str, n: int = 4, seed: int = 0, data_uri: s
         report = style_transfer(data_uri or store_uri, dataset["name"], nets["model"], n)
         if report is not None:
             metrics, clips = report
-            put("style-transfer.json", _json(metrics).encode())
+            put("style-transfer.json", json.dumps(metrics, sort_keys=True).encode())
             for name, img in clips:
                 put(name, wav(img))
         return written
