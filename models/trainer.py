@@ -154,8 +154,16 @@ class TrainModule(Protocol):
         ...
 
     def val_step(self, batch: Any) -> dict[str, float]:
-        """Metrics of one validation batch (run under ``torch.no_grad``); "loss" is the monitored metric."""
+        """Metrics of one validation batch (run under ``torch.no_grad``), averaged over the validation set
+        weighted by batch size. The monitored metric is "loss" unless the module names another (below)."""
         ...
+
+    # Optional, looked up with getattr:
+    # - ``monitor``: the name of the validation metric that picks ``best`` and drives early stopping
+    #   (lower is better; default "loss"). A score where higher is better is returned negated.
+    # - ``val_epoch_end() -> dict``: metrics of the whole validation pass (not batch means, e.g. an F1 from
+    #   counts summed over batches, or a score of samples), merged into the epoch's validation metrics;
+    #   called after the last ``val_step`` of each pass, so a module resets what it gathered there.
 
 
 class SupervisedModule:
@@ -353,8 +361,9 @@ class Trainer:
     train_data, val_data : iterable of batches
         Re-iterable (a DataLoader or a list); batches may be tensors or nested tuples/lists/dicts of them.
     checkpoints : CheckpointStore
-        ``last`` is written after every epoch, ``best`` whenever the monitored loss improves (validation
-        "loss", or the training "loss" without validation data).
+        ``last`` is written after every epoch, ``best`` whenever the monitored metric improves (the
+        validation metric the module names as ``monitor``, default "loss"; the training "loss" without
+        validation data).
     run_meta : dict
         Plain JSON-like values stored in every checkpoint (model name, model config, dataset version...).
     callbacks : sequence
@@ -462,7 +471,8 @@ class Trainer:
         self.epoch = epoch
         self.history.append(entry)
 
-        monitored = (val if self.val_data is not None else train).get("loss")
+        key = getattr(self.module, "monitor", "loss") if self.val_data is not None else "loss"
+        monitored = (val if self.val_data is not None else train).get(key)
         improved = monitored is not None and math.isfinite(monitored) and (
             self.best_metric is None or monitored < self.best_metric
         )
@@ -553,10 +563,15 @@ class Trainer:
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * n
                 weight += n
+            out = {k: v / weight for k, v in sums.items()} if weight else {}
+            end = getattr(self.module, "val_epoch_end", None)
+            if callable(end) and weight:
+                with torch.no_grad():
+                    out.update({k: float(v) for k, v in end().items()})
         finally:
             for net in self.nets.values():
                 net.train()
-        return {k: v / weight for k, v in sums.items()} if weight else {}
+        return out
 
     # -- loss spikes -------------------------------------------------------------------------------
 

@@ -203,6 +203,34 @@ def test_max_steps_per_epoch_caps_the_epoch():
     assert result.global_step == 4
 
 
+class ScoredModule(SupervisedModule):
+    """Picks ``best`` by a whole-pass validation score: the epoch chosen in advance scores lowest."""
+
+    monitor = "rank"
+
+    def __init__(self, *a, favourite: int, **kw):
+        super().__init__(*a, **kw)
+        self.favourite, self.passes, self.batches = favourite, 0, 0
+
+    def val_step(self, batch):
+        self.batches += 1
+        return super().val_step(batch)
+
+    def val_epoch_end(self):
+        self.passes += 1
+        seen, self.batches = self.batches, 0  # reset for the next pass
+        return {"rank": abs(self.passes - self.favourite), "batches": seen}
+
+
+def test_best_follows_the_modules_monitor_and_whole_pass_metrics():
+    result = mlp_trainer(cpu_cfg(epochs=4, lr=3e-2), module_cls=ScoredModule, favourite=1).fit()
+    h = result.history
+    assert [e["val"]["rank"] for e in h] == [0, 1, 2, 3]
+    assert all(e["val"]["batches"] == 2 for e in h)  # gathered over the whole pass, not a batch mean
+    assert min(e["val"]["loss"] for e in h[1:]) < h[0]["val"]["loss"]  # the loss would have picked a later one
+    assert result.best_epoch == 1 and result.best_metric == 0
+
+
 def test_early_stopping_when_validation_stops_improving():
     store = MemoryCheckpoints()
     cfg = cpu_cfg(epochs=10, lr=0.0, early_stopping_patience=2)  # lr 0: validation never improves on epoch 1
