@@ -28,6 +28,7 @@ import torch.nn as nn
 from storage_schemas.encodings import CHANNEL_NAMES, ONSET, ROLL_ENCODINGS, SUSTAIN, get_encoding
 
 from .autoencoder import AutoencoderConfig, ConvAutoencoder
+from .decoding import Sampling
 from .gan import GanConfig, build_gan
 from .losses import class_cross_entropy, mse_loss, paper_custom_loss
 from .lstm import LstmConfig, build_lstm, values_to_classes
@@ -152,10 +153,18 @@ class ModelSpec:
         """The :class:`~models.trainer.TrainModule` training ``nets``."""
         raise NotImplementedError
 
+    def calibrate(self, config: Any, nets: dict[str, nn.Module], batches: Any) -> dict[str, Any] | None:
+        """What decoding this checkpoint's outputs needs, fitted on training ``batches`` (``(images, meta)``
+        as the loader yields them): plain JSON values stored with the run and passed back to :meth:`sample`
+        as ``calibration``; None when the family needs none."""
+        return None
+
     def sample(self, config: Any, nets: dict[str, nn.Module], n: int, encoding: str,
-               seeds: torch.Tensor | None = None) -> np.ndarray:
+               seeds: torch.Tensor | None = None, calibration: dict[str, Any] | None = None,
+               sampling: Sampling | None = None) -> np.ndarray:
         """``n`` new images to decode, ``(n, C, rows, columns)``; ``seeds``: a batch of real windows when
-        :attr:`needs_seeds` (as the loader yields them). Draws from torch's global RNG."""
+        :attr:`needs_seeds` (as the loader yields them); ``calibration``: what :meth:`calibrate` returned
+        for this checkpoint; ``sampling``: how scores become pixels (default ``Sampling()``)."""
         raise NotImplementedError
 
     # -- description ---------------------------------------------------------------------------------
@@ -197,7 +206,7 @@ class GanSpec(ModelSpec):
     def train_module(self, config: GanConfig, nets: dict[str, nn.Module]) -> TrainModule:
         return AdversarialModule(config, nets["generator"], nets["critic"])
 
-    def sample(self, config, nets, n, encoding, seeds=None) -> np.ndarray:
+    def sample(self, config, nets, n, encoding, seeds=None, calibration=None, sampling=None) -> np.ndarray:
         images = _to_pixels(nets["generator"].sample(n))  # (n, C, H, W)
         for c, name in enumerate(CHANNEL_NAMES[encoding]):
             if name in MIDI_CHANNELS:  # a generator's pixels span 0..255; a roll's velocity and program 0..127
@@ -225,7 +234,7 @@ class AutoencoderSpec(ModelSpec):
     def train_module(self, config, nets) -> TrainModule:
         return SupervisedModule(nets["model"], self.loss, lambda b: (images_of(b), images_of(b)))
 
-    def sample(self, config, nets, n, encoding, seeds=None) -> np.ndarray:
+    def sample(self, config, nets, n, encoding, seeds=None, calibration=None, sampling=None) -> np.ndarray:
         return nets["model"](images_of(seeds[:n])).float().cpu().numpy()  # (n, 1, S, S) in [0, 1]
 
 
@@ -252,7 +261,7 @@ class _SequenceSpec(ModelSpec):
     def networks(self, config: LstmConfig) -> dict[str, nn.Module]:
         return {"model": build_lstm(config)}
 
-    def sample(self, config, nets, n, encoding, seeds=None) -> np.ndarray:
+    def sample(self, config, nets, n, encoding, seeds=None, calibration=None, sampling=None) -> np.ndarray:
         seeds = seeds[:n]
         x = seeds[:, config.channel].float().transpose(1, 2) / 255.0  # (B, T, rows)
         start = x[:, : config.context]
