@@ -22,9 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .configs import config_from_dict
+from .gan_decode import STATE_KINDS
 
 __all__ = [
     "GAN_KINDS",
+    "STATE_CHANNELS",
     "GanConfig",
     "DenseGenerator",
     "DenseDiscriminator",
@@ -42,6 +44,7 @@ __all__ = [
 ]
 
 GAN_KINDS = ("gan", "dcgan", "wgan-gp")
+STATE_CHANNELS = STATE_KINDS  # what a roll's first channel holds: CHANNEL_NAMES[encoding][0]
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,19 @@ class GanConfig:
         Negative slope of the LeakyReLUs.
     gp_weight : float
         Weight of the gradient penalty (WGAN-GP only).
+    n_critic : int
+        Critic updates per generator update: the critic steps on every training batch, the generator after
+        every ``n_critic``-th (each critic update sees its own real batch, as in Gulrajani et al. 2017). 1 for
+        gan/dcgan; the registry's ``wgan-gp`` entry sets 5.
+    lr : float or None
+        Adam (or SGD) learning rate of both GAN optimizers; None takes the run's ``TrainConfig.lr``. The
+        registry's ``wgan-gp`` entry sets 1e-4 (Gulrajani et al. 2017, "Improved Training of Wasserstein GANs").
+    betas : (float, float) or None
+        Adam betas of both GAN optimizers; None takes ``TrainConfig.betas``. ``wgan-gp``: (0.0, 0.9).
+    state_channel : str
+        What the first channel holds, from the encoding (the registry sets it): ``"state"`` (enc2, enc3:
+        0 / ONSET / SUSTAIN) or ``"length"`` (enc1: note lengths at onset pixels). Read by the sample
+        distance that picks checkpoints (:class:`models.modules.AdversarialModule`).
     """
 
     kind: str
@@ -82,10 +98,25 @@ class GanConfig:
     conv_channels: tuple[int, ...] = (256, 128, 64)
     leaky_slope: float = 0.2
     gp_weight: float = 10.0
+    n_critic: int = 1
+    lr: float | None = None
+    betas: tuple[float, float] | None = None
+    state_channel: str = "state"
 
     def __post_init__(self) -> None:
         if self.kind not in GAN_KINDS:
             raise ValueError(f"kind must be one of {GAN_KINDS}, got {self.kind!r}")
+        if self.state_channel not in STATE_CHANNELS:
+            raise ValueError(f"state_channel must be one of {STATE_CHANNELS}, got {self.state_channel!r}")
+        if isinstance(self.n_critic, bool) or not isinstance(self.n_critic, int) or self.n_critic < 1:
+            raise ValueError(f"n_critic must be an int >= 1, got {self.n_critic!r}")
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number or None, got {self.lr!r}")
+        if self.betas is not None:
+            betas = tuple(float(b) for b in self.betas)
+            if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+                raise ValueError(f"betas must be two numbers in [0, 1) or None, got {self.betas!r}")
+            object.__setattr__(self, "betas", betas)
         for name in ("dense_generator", "dense_discriminator", "conv_channels"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if min(self.channels, self.height, self.width, self.latent_dim) < 1:

@@ -18,6 +18,7 @@ loss converts them to classes itself.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
@@ -30,6 +31,7 @@ from storage_schemas.encodings import CHANNEL_NAMES, ONSET, ROLL_ENCODINGS, SUST
 from .autoencoder import AutoencoderConfig, ConvAutoencoder
 from .decoding import Sampling
 from .gan import GanConfig, build_gan
+from .gan_decode import decode_gan_images, fit_key_thresholds
 from .losses import class_cross_entropy, mse_loss, paper_custom_loss
 from .lstm import LstmConfig, build_lstm, values_to_classes
 from .modules import AdversarialModule, images_of, next_column_pairs, seq2seq_pairs
@@ -41,7 +43,6 @@ __all__ = ["ModelSpec", "GanSpec", "AutoencoderSpec", "LstmSpec", "Seq2SeqSpec",
 # which models take which encodings follows from what the encodings' images hold
 STATE_ENCODINGS = tuple(n for n in ROLL_ENCODINGS if CHANNEL_NAMES[n][0] == "state")  # the 3-class head's input
 HILBERT = ("hilbert",)  # the autoencoder learns the piano's sound; hilbert-guitar is its style-transfer input
-MIDI_CHANNELS = ("velocity", "program")  # roll channels holding MIDI values, 0..127
 
 Shape = tuple[int, int, int]  # (channels, rows, columns) of one image
 
@@ -62,9 +63,9 @@ def default_shape(encoding: str) -> Shape:
     return get_encoding(encoding).config().shape
 
 
-def _to_pixels(images: torch.Tensor) -> np.ndarray:
-    """Float images in [0, 1] to uint8 pixels."""
-    return (images * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides as JSON values (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
 def _nearest_state(values: np.ndarray) -> np.ndarray:
@@ -91,6 +92,9 @@ class ModelSpec:
         One line for humans.
     defaults : mapping
         Config fields this entry sets beyond its family's defaults (``head="classes3"``, ...).
+    presets : mapping of str to mapping
+        Named sets of config overrides, e.g. ``"paper"``: the settings of the paper this project reproduces
+        where the defaults improve on them (``spec.config(encoding, shape, spec.presets["paper"])``).
     family : str
         ``"gan"``, ``"autoencoder"``, ``"lstm"`` (next column, teacher forcing) or ``"seq2seq"``.
     needs_seeds : bool
@@ -105,6 +109,7 @@ class ModelSpec:
     loss_name: str
     summary: str
     defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     family: ClassVar[str]
     config_type: ClassVar[type]
@@ -184,20 +189,33 @@ class ModelSpec:
             "encodings": list(self.encodings),
             "parameters": {enc: self.parameter_count(enc) for enc in self.encodings},
             "defaults": {enc: self.default_config(enc).to_dict() for enc in self.encodings},
+            "presets": {name: _jsonable(values) for name, values in self.presets.items()},
         }
 
 
 @dataclass(frozen=True)
 class GanSpec(ModelSpec):
-    """GAN, DCGAN, WGAN-GP: a generator sampled from noise and a critic; ``GanConfig.kind`` is the name."""
+    """GAN, DCGAN, WGAN-GP: a generator sampled from noise and a critic; ``GanConfig.kind`` is the name.
+
+    Sampling decodes the generator's images as :mod:`models.gan_decode` says (lit pixels by per-key
+    thresholds or Bernoulli draws, a state channel of exactly 0 / ONSET / SUSTAIN, MIDI values clipped on
+    lit pixels only); :meth:`calibrate` fits the thresholds.
+    """
 
     family: ClassVar[str] = "gan"
     config_type: ClassVar[type] = GanConfig
     full_batches: ClassVar[bool] = True
+    calibration_samples: ClassVar[int] = 256  # generated images the thresholds are fitted on
 
     def sized_fields(self, shape: Shape) -> dict[str, Any]:
         channels, height, width = shape
         return {"kind": self.name, "channels": channels, "height": height, "width": width}
+
+    def config(self, encoding: str, shape: Shape | None = None, overrides: Mapping[str, Any] | None = None) -> Any:
+        if overrides and "state_channel" in overrides:
+            raise ValueError(f"{self.name}: state_channel follows the encoding; leave it out of the overrides")
+        config = super().config(encoding, shape, overrides)
+        return dataclasses.replace(config, state_channel=CHANNEL_NAMES[encoding][0])
 
     def networks(self, config: GanConfig) -> dict[str, nn.Module]:
         generator, critic = build_gan(config)
@@ -206,12 +224,53 @@ class GanSpec(ModelSpec):
     def train_module(self, config: GanConfig, nets: dict[str, nn.Module]) -> TrainModule:
         return AdversarialModule(config, nets["generator"], nets["critic"])
 
+    def calibrate(self, config: GanConfig, nets: dict[str, nn.Module], batches: Any) -> dict[str, Any]:
+        """Per-key thresholds on the first channel: the lit density per key of :attr:`calibration_samples`
+        generated images (seeded noise) matched to that of the training windows in ``batches``.
+
+        Returns ``{"method": "gan-key-density", "thresholds": [K floats], "target_density": [K],
+        "generated_density": [K] (what the thresholds give on the samples), "samples": n, "windows": m}``.
+        """
+        lit = None
+        windows = 0
+        for batch in batches:
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            counts = (images[:, 0] != 0).sum(dim=(0, 2)).cpu().numpy().astype(np.int64)  # (K,)
+            lit = counts if lit is None else lit + counts
+            windows += int(images.shape[0])
+        if not windows:
+            raise ValueError(f"{self.name}: calibration needs training windows; the batches were empty")
+        target = lit / (windows * config.width)  # (K,)
+        values = self._generate_values(config, nets["generator"], self.calibration_samples)  # (N, K, T)
+        thresholds = fit_key_thresholds(values, target)
+        achieved = (values > thresholds[None, :, None]).mean(axis=(0, 2))
+        return {"method": "gan-key-density", "thresholds": thresholds.tolist(), "target_density": target.tolist(),
+                "generated_density": achieved.tolist(), "samples": int(values.shape[0]), "windows": windows}
+
+    @staticmethod
+    @torch.no_grad()
+    def _generate_values(config: GanConfig, generator: nn.Module, n: int, chunk: int = 64) -> np.ndarray:
+        """First-channel values of ``n`` images from seeded noise (the global RNG is left alone), ``(n, K, T)``."""
+        was_training = generator.training
+        generator.eval()
+        device = next(generator.parameters()).device
+        g = torch.Generator().manual_seed(0)
+        out = []
+        for i in range(0, n, chunk):
+            z = torch.randn(min(chunk, n - i), config.latent_dim, generator=g).to(device)
+            out.append(generator(z)[:, 0].float().cpu().numpy())
+        generator.train(was_training)
+        return np.concatenate(out)
+
     def sample(self, config, nets, n, encoding, seeds=None, calibration=None, sampling=None) -> np.ndarray:
-        images = _to_pixels(nets["generator"].sample(n))  # (n, C, H, W)
-        for c, name in enumerate(CHANNEL_NAMES[encoding]):
-            if name in MIDI_CHANNELS:  # a generator's pixels span 0..255; a roll's velocity and program 0..127
-                images[:, c] = np.minimum(images[:, c], 127)
-        return images
+        generator = nets["generator"]
+        was_training = generator.training
+        generator.eval()  # as calibrated (BatchNorm's running statistics)
+        with torch.no_grad():
+            images = generator.sample(n).float().cpu().numpy()  # (n, C, H, W) in [0, 1]
+        generator.train(was_training)
+        thresholds = None if not calibration else np.asarray(calibration["thresholds"], np.float64)
+        return decode_gan_images(images, CHANNEL_NAMES[encoding], thresholds, sampling)
 
 
 @dataclass(frozen=True)
@@ -313,11 +372,20 @@ class Seq2SeqSpec(_SequenceSpec):
                                 lambda b: seq2seq_pairs(b, config.context, config.horizon, config.channel))
 
 
+# Gulrajani et al. 2017, "Improved Training of Wasserstein GANs", Algorithm 1's defaults
+WGAN_GP_TRAINING: Mapping[str, Any] = {"n_critic": 5, "lr": 1e-4, "betas": (0.0, 0.9)}
+# the paper's settings, as midipix trained every GAN before: one critic step per generator step, Adam
+# 1e-3, betas 0.9/0.999 (the paper states these for its autoencoder; its GANs used the same trainer)
+PAPER_GAN_TRAINING: Mapping[str, Any] = {"n_critic": 1, "lr": 1e-3, "betas": (0.9, 0.999)}
+
 _SPECS: list[ModelSpec] = [
-    GanSpec("gan", ROLL_ENCODINGS, None, "bce", "dense generator and discriminator (MLPs, LeakyReLU), BCE"),
-    GanSpec("dcgan", ROLL_ENCODINGS, None, "bce", "strided-conv generator and discriminator with BatchNorm, BCE"),
+    GanSpec("gan", ROLL_ENCODINGS, None, "bce", "dense generator and discriminator (MLPs, LeakyReLU), BCE",
+            presets={"paper": PAPER_GAN_TRAINING}),
+    GanSpec("dcgan", ROLL_ENCODINGS, None, "bce", "strided-conv generator and discriminator with BatchNorm, BCE",
+            presets={"paper": PAPER_GAN_TRAINING}),
     GanSpec("wgan-gp", ROLL_ENCODINGS, None, "wasserstein+gp",
-            "strided-conv generator and layer-normed critic, Wasserstein loss + gradient penalty"),
+            "strided-conv generator and layer-normed critic, Wasserstein loss + gradient penalty "
+            "(n_critic 5, Adam 1e-4, betas 0/0.9)", WGAN_GP_TRAINING, presets={"paper": PAPER_GAN_TRAINING}),
     AutoencoderSpec("autoencoder", HILBERT, mse_loss, "mse",
                     "conv autoencoder on 256 x 256 Hilbert images (148,081 parameters)"),
     LstmSpec("lstm", ROLL_ENCODINGS, mse_loss, "mse", "LSTM(88->128) + Dense(128->88), next column, teacher forcing"),
