@@ -23,6 +23,16 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"give comma-separated integers, e.g. -2,2; got {text!r}") from None
 
 
+def _floats2(text: str) -> tuple[float, float]:
+    try:
+        parts = [float(x) for x in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"give two comma-separated numbers, e.g. 0,0.9; got {text!r}")
+    return parts[0], parts[1]
+
+
 def _pitch_range(text: str) -> tuple[int, int]:
     parts = _ints(text)
     if len(parts) != 2:
@@ -171,6 +181,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, default=None, help="early stopping after N epochs without progress")
     t.add_argument("--spike-factor", type=float, default=None,
                    help="a loss above F × the best epoch's reloads the best checkpoint and continues with SGD")
+    gan = t.add_argument_group("GANs (gan, dcgan, wgan-gp; other models ignore these)")
+    gan.add_argument("--n-critic", type=int, default=None,
+                     help="critic updates per generator update (default: the model's, `midipix models` shows it)")
+    gan.add_argument("--gan-lr", type=float, default=None,
+                     help="learning rate of the GAN optimizers (default: the model's; none set: --lr)")
+    gan.add_argument("--gan-betas", type=_floats2, default=None, metavar="B1,B2",
+                     help="Adam betas of the GAN optimizers (default: the model's; none set: the run's)")
     t.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="change a model config field, e.g. --set 'conv_channels=[32,16,8]'")
     t.add_argument("--samples", type=int, default=4, help="samples generated after training")
@@ -334,7 +351,8 @@ def _train(args) -> int:
     try:
         one = TrainOneParams(model=models[0], encoding=encodings[0], tables_name=tables, store=args.store,
                              data=args.data, dataset_version=args.dataset, model_overrides=overrides,
-                             train={k: v for k, v in given.items() if v is not None}, samples=args.samples)
+                             train={k: v for k, v in given.items() if v is not None}, samples=args.samples,
+                             gan={"n_critic": args.n_critic, "lr": args.gan_lr, "betas": args.gan_betas})
     except ValidationError as e:
         print(f"midipix train: {_first_error(e)}", file=sys.stderr)
         return 2

@@ -7,13 +7,28 @@ from typing import Any
 
 from prefect import flow
 from prefect.logging import get_run_logger
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from storage_schemas.training import TrainConfig
 from tasks.steps.prefect_tasks import fit_model, generate_samples
 from tasks.steps.train import TrainRequest
 from tasks.storage.settings import get_settings
 from tasks.storage.store import Store
+
+
+class GanTrainingParams(BaseModel):
+    """How the GANs (gan, dcgan, wgan-gp) train; empty fields keep the model's defaults (wgan-gp: 5 critic
+    updates per generator update, Adam 1e-4, betas 0/0.9; gan, dcgan: 1 and the run's lr and betas). Other
+    models ignore this section. They are ``GanConfig`` fields: set here or in ``model_overrides``."""
+
+    n_critic: int | None = Field(None, ge=1, description="Critic updates per generator update")
+    lr: float | None = Field(None, gt=0, description="Learning rate of the GAN optimizers (instead of the "
+                                                       "run's lr)")
+    betas: tuple[float, float] | None = Field(None, description="Adam betas of the GAN optimizers, e.g. [0, 0.9]")
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields given, as model config overrides."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.model_dump().items() if v is not None}
 
 
 class TrainOneParams(BaseModel):
@@ -27,7 +42,11 @@ class TrainOneParams(BaseModel):
     dataset_version: str | None = None
     train: TrainConfig = Field(default_factory=TrainConfig, description="How to train: epochs, batch size, "
                                "learning rate, seed, early stopping, loss-spike recovery, …")
-    model_overrides: dict[str, Any] = Field(default_factory=dict, description="Model config fields to change")
+    model_overrides: dict[str, Any] = Field(default_factory=dict, description="Model config fields to change "
+                                            "(`midipix models` shows each model's; fields another model has are "
+                                            "ignored), e.g. {\"hidden\": 64} or, for the GANs, n_critic, lr, betas")
+    gan: GanTrainingParams = Field(default_factory=GanTrainingParams, description="GANs only: critic updates per "
+                                   "generator update and the GAN optimizers' learning rate and betas")
     samples: int = Field(4, ge=0, description="Samples to generate and decode after training")
     loader_workers: int | None = Field(None, ge=0, description="Data-loader worker processes (default: 2 on a "
                                                                 "GPU host, 0 on CPU)")
@@ -37,10 +56,19 @@ class TrainOneParams(BaseModel):
     def _train_config(cls, value: Any) -> Any:
         return TrainConfig.from_dict(value) if isinstance(value, Mapping) else value  # unknown keys are an error
 
+    @model_validator(mode="after")
+    def _one_value_per_field(self) -> TrainOneParams:
+        clash = sorted(k for k, v in self.gan.overrides().items()
+                       if k in self.model_overrides and self.model_overrides[k] != v)
+        if clash:
+            raise ValueError(f"{', '.join(clash)} given twice (gan and model_overrides) with different values; "
+                             f"give them once")
+        return self
+
     def request(self) -> TrainRequest:
+        overrides = {**self.model_overrides, **self.gan.overrides()}
         return TrainRequest(model=self.model, encoding=self.encoding, tables_name=self.tables_name, train=self.train,
-                            dataset_version=self.dataset_version,
-                            model_overrides=tuple(sorted(self.model_overrides.items())))
+                            dataset_version=self.dataset_version, model_overrides=tuple(sorted(overrides.items())))
 
 
 class TrainGridParams(BaseModel):

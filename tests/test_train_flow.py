@@ -239,3 +239,24 @@ def test_the_train_form_validates_into_the_one_train_config():
     flows = {f.name for f in (build_dataset, train_one, train_grid)}
     tasks = {t.name for t in vars(prefect_tasks).values() if hasattr(t, "submit") and hasattr(t, "name")}
     assert {"fit-model", "generate-samples"} <= tasks and not flows & tasks
+
+
+def test_cli_gan_options_become_the_gan_section_and_model_overrides(monkeypatch, capsys):
+    import flows.train
+    from flows.cli import main
+
+    seen = []
+    monkeypatch.setattr(flows.train, "run_train_one", lambda params: seen.append(params) or [])
+    assert main(["train", "--tables", "t", "--model", "wgan-gp", "--n-critic", "3", "--gan-lr", "2e-4",
+                 "--gan-betas", "0.5,0.9", "--set", "latent_dim=16", "--json"]) == 0
+    (params,) = seen
+    assert dict(params.request().model_overrides) == {"n_critic": 3, "lr": 2e-4, "betas": [0.5, 0.9],
+                                                      "latent_dim": 16}
+    assert main(["train", "--tables", "t", "--model", "wgan-gp", "--json"]) == 0
+    assert dict(seen[-1].request().model_overrides) == {}  # not given: the model's defaults
+    assert main(["train", "--tables", "t", "--n-critic", "0"]) == 2
+    assert "n_critic" in capsys.readouterr().err
+    assert main(["train", "--tables", "t", "--gan-lr", "1e-4", "--set", "lr=0.001"]) == 2
+    assert "given twice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--tables", "t", "--gan-betas", "0.5"])
