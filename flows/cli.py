@@ -266,10 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(rows, indent=1))
         else:
+            width = max(len(r["name"]) for r in rows) + 2
             for r in rows:
                 params = ", ".join(f"{e}: {n:,}" for e, n in r["parameters"].items())
-                print(f"{r['name']:<17}{r['family']:<12}{r['loss']:<36}{params}")
-                print(f"{'':<17}{r['summary']}")
+                print(f"{r['name']:<{width}}{r['family']:<12}{r['loss']:<36}{params}")
+                print(f"{'':<{width}}{r['summary']}")
         return 0
     if args.command == "train":
         return _train(args)

@@ -36,9 +36,10 @@ from .losses import class_cross_entropy, mse_loss, paper_custom_loss
 from .lstm import LstmConfig, build_lstm, values_to_classes
 from .modules import AdversarialModule, images_of, next_column_pairs, seq2seq_pairs
 from .trainer import SupervisedModule, TrainModule
+from .transformer import NextColumnTransformer, TransformerConfig
 
-__all__ = ["ModelSpec", "GanSpec", "AutoencoderSpec", "LstmSpec", "Seq2SeqSpec", "REGISTRY", "MODEL_NAMES",
-           "get_spec", "count_parameters", "describe_all", "classes3_loss", "default_shape"]
+__all__ = ["ModelSpec", "GanSpec", "AutoencoderSpec", "LstmSpec", "TransformerSpec", "Seq2SeqSpec", "REGISTRY",
+           "MODEL_NAMES", "get_spec", "count_parameters", "describe_all", "classes3_loss", "default_shape"]
 
 # which models take which encodings follows from what the encodings' images hold
 STATE_ENCODINGS = tuple(n for n in ROLL_ENCODINGS if CHANNEL_NAMES[n][0] == "state")  # the 3-class head's input
@@ -378,6 +379,26 @@ WGAN_GP_TRAINING: Mapping[str, Any] = {"n_critic": 5, "lr": 1e-4, "betas": (0.0,
 # 1e-3, betas 0.9/0.999 (the paper states these for its autoencoder; its GANs used the same trainer)
 PAPER_GAN_TRAINING: Mapping[str, Any] = {"n_critic": 1, "lr": 1e-3, "betas": (0.9, 0.999)}
 
+@dataclass(frozen=True)
+class TransformerSpec(LstmSpec):
+    """The causal Transformer over columns (:mod:`models.transformer`): the next-column LSTMs' contract,
+    trained and sampled the same way."""
+
+    config_type: ClassVar[type] = TransformerConfig
+
+    def sized_fields(self, shape: Shape) -> dict[str, Any]:
+        return {"features": shape[1]}
+
+    def check_fits(self, config: TransformerConfig, shape: Shape) -> None:
+        super().check_fits(config, shape)
+        if config.max_len < shape[2] - 1:
+            raise ValueError(f"{self.name}: the dataset's windows of {shape[2]} columns train on {shape[2] - 1} "
+                             f"positions; set max_len >= {shape[2] - 1}")
+
+    def networks(self, config: TransformerConfig) -> dict[str, nn.Module]:
+        return {"model": NextColumnTransformer(config)}
+
+
 _SPECS: list[ModelSpec] = [
     GanSpec("gan", ROLL_ENCODINGS, None, "bce", "dense generator and discriminator (MLPs, LeakyReLU), BCE",
             presets={"paper": PAPER_GAN_TRAINING}),
@@ -393,6 +414,11 @@ _SPECS: list[ModelSpec] = [
              "the lstm model trained with the paper's custom loss"),
     LstmSpec("lstm-classes3", STATE_ENCODINGS, classes3_loss, "cross_entropy(3 classes)",
              "next-column LSTM with a silent/onset/sustained head per key", {"head": "classes3"}),
+    TransformerSpec("transformer", ROLL_ENCODINGS, mse_loss, "mse",
+                    "causal Transformer over columns (3 pre-norm layers, d_model 128, 4 heads, learned positions), "
+                    "next column, teacher forcing"),
+    TransformerSpec("transformer-classes3", STATE_ENCODINGS, classes3_loss, "cross_entropy(3 classes)",
+                    "the causal Transformer with a silent/onset/sustained head per key", {"head": "classes3"}),
     Seq2SeqSpec("seq2seq", ROLL_ENCODINGS, mse_loss, "mse",
                 "encoder-decoder LSTMs, decoder fed its own outputs (horizon 10)"),
     Seq2SeqSpec("seq2seq-classes3", STATE_ENCODINGS, classes3_loss, "cross_entropy(3 classes)",

@@ -130,7 +130,7 @@ def test_registry_describes_every_entry_as_json_with_counts_of_the_built_default
     assert [d["name"] for d in described] == list(REGISTRY)
     assert set(REGISTRY) == {
         "gan", "dcgan", "wgan-gp", "autoencoder", "lstm", "lstm-custom", "lstm-classes3",
-        "seq2seq", "seq2seq-classes3", "seq2seq-bidir",
+        "seq2seq", "seq2seq-classes3", "seq2seq-bidir", "transformer", "transformer-classes3",
     }  # fmt: skip
     json.dumps(described)
     by_name = {d["name"]: d for d in described}
