@@ -121,7 +121,7 @@ class NextColumnTransformer(nn.Module):
         seq = seq[:, -self.config.max_len:]  # (B, L, 88), L <= max_len
         length = seq.shape[1]
         h = self.embed(seq) + self.position.weight[:length]  # (B, L, d)
-        mask = nn.Transformer.generate_square_subsequent_mask(length, device=h.device, dtype=h.dtype)  # (L, L)
+        mask = torch.ones(length, length, dtype=torch.bool, device=h.device).triu(1)  # (L, L), True: hidden
         h = self.encoder(h, mask=mask, is_causal=True)  # (B, L, d)
         y = self.head(h[:, length - n_new:])  # (B, T, 88) or (B, T, 88, 3)
         return (y, seq) if return_state else y
