@@ -6,11 +6,15 @@ pixels, rounded, would light almost every key. Decoding therefore decides first 
 what they hold:
 
 **Lit pixels** (first channel, per key ``k``): ``value > threshold[k]`` (``Sampling(mode="threshold")``), or a
-Bernoulli draw (``mode="sample"``) with probability ``sigmoid((logit(value) - logit(threshold[k])) / T)``, ``T``
-the sampling temperature: a pixel at its key's threshold is lit with probability 1/2, and ``T -> 0`` gives the
-thresholded roll back. The thresholds come from :func:`fit_key_thresholds` (``GanSpec.calibrate``: the
-per-key lit density of a few hundred generated samples matched to the training windows'); without a
-calibration (runs made before it existed) every key uses :func:`uncalibrated_threshold`.
+Bernoulli draw (``mode="sample"``) with probability ``sigmoid((logit(value) - offset[k]) / T)``, ``T`` the
+sampling temperature. The thresholds come from :func:`fit_key_thresholds`, the offsets from
+:func:`fit_key_offsets` (``GanSpec.calibrate``: on a few hundred generated samples, the per-key lit density
+of the thresholded pixels, and the expected density of the draws at ``T = 1``, matched to the training
+windows'). A generator's pixels are no probabilities, so the draws need their own offsets: with
+``offset = logit(threshold)`` a generator whose values cluster near the threshold would light about half of
+them. Without offsets ``offset[k] = logit(threshold[k])`` (a pixel at its threshold is lit with probability
+1/2); without a calibration (runs made before it existed) every key's threshold is
+:func:`uncalibrated_threshold`. ``T -> 0`` gives ``value > sigmoid(offset)``.
 
 **State channel** (enc2, enc3): a lit pixel right after a silent one is ``ONSET``; a lit pixel after a lit one
 is ``ONSET`` (a new note struck) when the generator's value is nearer ``ONSET / 255`` than 1, else
@@ -52,6 +56,7 @@ __all__ = [
     "uncalibrated_threshold",
     "threshold_for_count",
     "fit_key_thresholds",
+    "fit_key_offsets",
     "lit_density",
     "lit_pixels",
     "decode_state",
@@ -119,27 +124,57 @@ def fit_key_thresholds(values: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.array([threshold_for_count(per_key[i], int(counts[i])) for i in range(k)], np.float64)
 
 
+def _logit(values: np.ndarray) -> np.ndarray:
+    v = np.clip(values, _EPS, 1 - _EPS)
+    return np.log(v / (1 - v))
+
+
+MAX_OFFSET = 40.0  # |logit offsets| are clipped here: sigmoid(-40) ~ 4e-18, "never"
+
+
+def fit_key_offsets(values: np.ndarray, target: np.ndarray, iterations: int = 50) -> np.ndarray:
+    """Per-key logit offsets ``b`` with ``mean(sigmoid(logit(values[:, k]) - b[k])) = target[k]`` (bisection).
+
+    ``values``: ``(N, K, T)`` in [0, 1]; ``target``: ``(K,)``. Returns ``(K,)`` float64 in
+    [-``MAX_OFFSET``, ``MAX_OFFSET``] (the bounds for densities of 1 and 0).
+    """
+    values = np.asarray(values, np.float64)
+    n, k, t = values.shape
+    z = _logit(values).transpose(1, 0, 2).reshape(k, n * t)  # (K, N*T)
+    target = np.clip(np.asarray(target, np.float64), 0.0, 1.0)
+    lo, hi = np.full(k, -MAX_OFFSET), np.full(k, MAX_OFFSET)
+    for _ in range(iterations):  # the expected density falls as the offset grows
+        mid = (lo + hi) / 2
+        density = (1.0 / (1.0 + np.exp(-(z - mid[:, None])))).mean(axis=1)  # (K,)
+        too_dense = density > target
+        lo = np.where(too_dense, mid, lo)
+        hi = np.where(too_dense, hi, mid)
+    out = (lo + hi) / 2
+    return np.where(target <= 0, MAX_OFFSET, np.where(target >= 1, -MAX_OFFSET, out))
+
+
 def lit_density(images: np.ndarray) -> np.ndarray:
     """Per-key share of non-zero first-channel pixels of uint8 rolls ``(N, C, K, T)`` -> ``(K,)``."""
     images = np.asarray(images)
     return (images[:, 0] != 0).mean(axis=(0, 2))
 
 
-def lit_pixels(values: np.ndarray, thresholds: np.ndarray, sampling: Sampling | None = None) -> np.ndarray:
+def lit_pixels(values: np.ndarray, thresholds: np.ndarray, sampling: Sampling | None = None,
+               offsets: np.ndarray | None = None) -> np.ndarray:
     """Which first-channel pixels are lit, ``(N, K, T)`` bool (see the module docstring).
 
-    ``values``: ``(N, K, T)`` in [0, 1]; ``thresholds``: ``(K,)``.
+    ``values``: ``(N, K, T)`` in [0, 1]; ``thresholds``: ``(K,)``; ``offsets``: ``(K,)`` logit offsets of the
+    draws (``mode="sample"``), default ``logit(thresholds)``.
     """
     sampling = sampling or Sampling()
     values = np.asarray(values, np.float64)
     t = np.asarray(thresholds, np.float64)[None, :, None]  # (1, K, 1)
     if sampling.mode == "threshold":
         return values > t
-    v = np.clip(values, _EPS, 1 - _EPS)
-    tc = np.clip(t, _EPS, 1 - _EPS)
-    z = (np.log(v / (1 - v)) - np.log(tc / (1 - tc))) / sampling.temperature
+    b = _logit(t) if offsets is None else np.asarray(offsets, np.float64)[None, :, None]
+    z = (_logit(values) - b) / sampling.temperature
     p = 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))  # (N, K, T)
-    p = np.where(t >= NEVER, 0.0, np.where(t < 0, 1.0, p))
+    p = np.where(t >= NEVER, 0.0, np.where(t < 0, 1.0, p))  # keys never / always lit in the data stay so
     rng = np.random.default_rng(sampling.seed)
     return rng.random(values.shape) < p
 
@@ -173,7 +208,7 @@ _CHANNEL_RANGES = {"velocity": (1, 127), "program": (0, 127), "tempo": (1, 255)}
 
 
 def decode_gan_images(images: np.ndarray, channel_names: tuple[str, ...], thresholds: np.ndarray | None = None,
-                      sampling: Sampling | None = None) -> np.ndarray:
+                      sampling: Sampling | None = None, offsets: np.ndarray | None = None) -> np.ndarray:
     """Generated images ``(N, C, K, T)`` in [0, 1] to uint8 rolls that decode to exactly their notes.
 
     Parameters
@@ -186,6 +221,8 @@ def decode_gan_images(images: np.ndarray, channel_names: tuple[str, ...], thresh
         ``(K,)`` per-key thresholds (a calibration); default :func:`uncalibrated_threshold` on every key.
     sampling : Sampling, optional
         Threshold (default) or Bernoulli draws at a temperature.
+    offsets : ndarray, optional
+        ``(K,)`` logit offsets of the draws (a calibration's); default ``logit(thresholds)``.
     """
     images = np.asarray(images, np.float64)
     if images.ndim != 4 or images.shape[1] != len(channel_names):
@@ -198,7 +235,7 @@ def decode_gan_images(images: np.ndarray, channel_names: tuple[str, ...], thresh
     if thresholds.shape != (keys,):
         raise ValueError(f"the calibration has {thresholds.shape[0]} thresholds for images of {keys} keys; "
                          f"calibrate the run again")
-    lit = lit_pixels(images[:, 0], thresholds, sampling)  # (N, K, T)
+    lit = lit_pixels(images[:, 0], thresholds, sampling, offsets)  # (N, K, T)
     out = np.zeros(images.shape, np.uint8)
     out[:, 0] = decode_state(images[:, 0], lit, state_kind)
     for c, name in enumerate(channel_names[1:], start=1):

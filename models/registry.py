@@ -31,7 +31,7 @@ from storage_schemas.encodings import CHANNEL_NAMES, ONSET, ROLL_ENCODINGS, SUST
 from .autoencoder import AutoencoderConfig, ConvAutoencoder
 from .decoding import Sampling
 from .gan import GanConfig, build_gan
-from .gan_decode import decode_gan_images, fit_key_thresholds
+from .gan_decode import decode_gan_images, fit_key_offsets, fit_key_thresholds
 from .losses import class_cross_entropy, mse_loss, paper_custom_loss
 from .lstm import LstmConfig, build_lstm, values_to_classes
 from .modules import AdversarialModule, images_of, next_column_pairs, seq2seq_pairs
@@ -229,8 +229,10 @@ class GanSpec(ModelSpec):
         """Per-key thresholds on the first channel: the lit density per key of :attr:`calibration_samples`
         generated images (seeded noise) matched to that of the training windows in ``batches``.
 
-        Returns ``{"method": "gan-key-density", "thresholds": [K floats], "target_density": [K],
-        "generated_density": [K] (what the thresholds give on the samples), "samples": n, "windows": m}``.
+        Returns ``{"method": "gan-key-density", "thresholds": [K floats], "sample_offsets": [K] (logit
+        offsets of the Bernoulli draws, their expected density at temperature 1 matched likewise),
+        "target_density": [K], "generated_density": [K] (what the thresholds give on the samples),
+        "samples": n, "windows": m}``.
         """
         lit = None
         windows = 0
@@ -245,7 +247,9 @@ class GanSpec(ModelSpec):
         values = self._generate_values(config, nets["generator"], self.calibration_samples)  # (N, K, T)
         thresholds = fit_key_thresholds(values, target)
         achieved = (values > thresholds[None, :, None]).mean(axis=(0, 2))
-        return {"method": "gan-key-density", "thresholds": thresholds.tolist(), "target_density": target.tolist(),
+        offsets = fit_key_offsets(values, target)
+        return {"method": "gan-key-density", "thresholds": thresholds.tolist(), "sample_offsets": offsets.tolist(),
+                "target_density": target.tolist(),
                 "generated_density": achieved.tolist(), "samples": int(values.shape[0]), "windows": windows}
 
     @staticmethod
@@ -270,8 +274,11 @@ class GanSpec(ModelSpec):
         with torch.no_grad():
             images = generator.sample(n).float().cpu().numpy()  # (n, C, H, W) in [0, 1]
         generator.train(was_training)
-        thresholds = None if not calibration else np.asarray(calibration["thresholds"], np.float64)
-        return decode_gan_images(images, CHANNEL_NAMES[encoding], thresholds, sampling)
+        thresholds = offsets = None
+        if calibration:
+            thresholds = np.asarray(calibration["thresholds"], np.float64)
+            offsets = calibration.get("sample_offsets")
+        return decode_gan_images(images, CHANNEL_NAMES[encoding], thresholds, sampling, offsets)
 
 
 @dataclass(frozen=True)

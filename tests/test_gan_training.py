@@ -17,6 +17,7 @@ from models.gan_decode import (
     RollStats,
     decode_gan_images,
     decode_state,
+    fit_key_offsets,
     fit_key_thresholds,
     lit_pixels,
     roll_stats,
@@ -170,6 +171,21 @@ def test_fitted_thresholds_light_exactly_the_target_density():
     assert thresholds[0] == 1.0 and thresholds[-1] == -1.0
 
 
+def test_fitted_offsets_give_draws_of_the_target_expected_density():
+    values = 0.5 + 0.02 * np.random.default_rng(5).standard_normal((40, 4, 50))  # clustered, as an early generator
+    target = np.array([0.0, 0.02, 0.3, 1.0])
+    offsets = fit_key_offsets(values, target)
+    z = np.log(values / (1 - values))
+    expected = (1 / (1 + np.exp(-(z - offsets[None, :, None])))).mean(axis=(0, 2))
+    np.testing.assert_allclose(expected[1:3], target[1:3], rtol=1e-6)
+    assert expected[0] < 1e-12 and expected[3] > 1 - 1e-12
+    thresholds = fit_key_thresholds(values, target)
+    drawn = lit_pixels(np.repeat(values, 20, axis=0), thresholds, Sampling("sample", 1.0, 0), offsets)
+    np.testing.assert_allclose(drawn.mean(axis=(0, 2)), target, atol=0.01)
+    # the offsets matter: logit(threshold) would light about half of the clustered values of key 1
+    assert lit_pixels(values, thresholds, Sampling("sample", 1.0, 0))[:, 1].mean() > 0.3
+
+
 def test_calibration_matches_the_training_windows_per_key_density():
     spec = get_spec("dcgan")
     config = tiny_config("dcgan")
@@ -184,6 +200,9 @@ def test_calibration_matches_the_training_windows_per_key_density():
     # the calibrated samples themselves come out near the data's density (fresh noise, so not exactly)
     images = spec.sample(config, nets, 64, "enc2", calibration=calibration)
     got = (images[:, 0] != 0).mean(axis=(0, 2))
+    assert np.abs(got - target).max() < 0.06 and (got[target == 0] == 0).all()
+    drawn = spec.sample(config, nets, 64, "enc2", calibration=calibration, sampling=Sampling("sample", 1.0, 1))
+    got = (drawn[:, 0] != 0).mean(axis=(0, 2))
     assert np.abs(got - target).max() < 0.06 and (got[target == 0] == 0).all()
 
 
