@@ -235,15 +235,16 @@ class GanSpec(ModelSpec):
         "samples": n, "windows": m}``.
         """
         lit = None
-        windows = 0
+        windows = columns = 0
         for batch in batches:
-            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            images = torch.as_tensor(batch[0] if isinstance(batch, (tuple, list)) else batch)  # (B, C, K, T)
             counts = (images[:, 0] != 0).sum(dim=(0, 2)).cpu().numpy().astype(np.int64)  # (K,)
             lit = counts if lit is None else lit + counts
             windows += int(images.shape[0])
+            columns += int(images.shape[0] * images.shape[-1])
         if not windows:
             raise ValueError(f"{self.name}: calibration needs training windows; the batches were empty")
-        target = lit / (windows * config.width)  # (K,)
+        target = lit / columns  # (K,)
         values = self._generate_values(config, nets["generator"], self.calibration_samples)  # (N, K, T)
         thresholds = fit_key_thresholds(values, target)
         achieved = (values > thresholds[None, :, None]).mean(axis=(0, 2))
