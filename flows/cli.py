@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from storage_schemas.training import TrainConfig
 
@@ -169,6 +170,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None, help=f"(default {TrainConfig.seed})")
     t.add_argument("--max-steps", type=int, default=None, help="training steps per epoch at most")
     t.add_argument("--patience", type=int, default=None, help="early stopping after N epochs without progress")
+    t.add_argument("--time-budget", type=float, default=None, dest="time_budget_s", metavar="SECONDS",
+                   help="stop each run after this many seconds of training steps (its epoch under way ends there)")
     t.add_argument("--spike-factor", type=float, default=None,
                    help="a loss above F × the best epoch's reloads the best checkpoint and continues with SGD")
     t.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
@@ -186,6 +189,20 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--data", default=None, help="read seed windows from this local cache")
     g.add_argument("--out", default=None, help="also copy the files into this folder")
+
+    ev = sub.add_parser("evaluate", help="score every run of a table set and the baselines on its test split "
+                                        "(a Prefect flow run); writes report.md, report.html, report.json")
+    ev.add_argument("--store", default=None, help="folder or s3://bucket/prefix (default: $MIDIPIX_STORE or ./midipix-data)")
+    ev.add_argument("--tables", default=None, help="table set whose runs to score (default: the store's only one)")
+    ev.add_argument("--out", required=True, help="folder for report.md, report.html and report.json")
+    ev.add_argument("--data", default=None, help="read shards from this local cache (see: midipix pull)")
+    ev.add_argument("--max-windows", type=int, default=None, help=_field_help("max_windows"))
+    ev.add_argument("--free-windows", type=int, default=None, help=_field_help("free_windows"))
+    ev.add_argument("--train-windows", type=int, default=None, help=_field_help("train_windows"))
+    ev.add_argument("--seed", type=int, default=None, help=_field_help("seed"))
+    ev.add_argument("--sampling", choices=["threshold", "sample"], default=None, help=_field_help("sampling"))
+    ev.add_argument("--temperature", type=float, default=None, help=_field_help("temperature"))
+    ev.add_argument("--json", action="store_true", help="print the rows as JSON")
 
     s = sub.add_parser("show", help="summarise the table sets in a store")
     s.add_argument("store", nargs="?", default=None, help="folder or s3://bucket/prefix")
@@ -270,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                             which=which):
             print(store.url(key))
         return 0
+    if args.command == "evaluate":
+        return _evaluate(args)
     if args.command == "pull":
         from tasks.steps.loader import pull_dataset
 
@@ -305,13 +324,58 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def _field_help(name: str) -> str:
+    from flows.evaluate import EvaluateParams
+
+    field = EvaluateParams.model_fields[name]
+    return f"{field.description} (default {field.default})"
+
+
+def _only_table_set(store_uri: str | None, command: str) -> str | None:
+    """The store's one table set, or None after printing what to pass."""
+    from tasks.steps.tables import list_table_sets
+    from tasks.storage.settings import get_settings
+    from tasks.storage.store import Store
+
+    store = Store(store_uri or get_settings().store)
+    names = list_table_sets(store)
+    if len(names) == 1:
+        return names[0]
+    found = f"table sets {', '.join(names)}" if names else "no table sets (build one: midipix build)"
+    print(f"midipix {command}: {store.uri} holds {found}; pick one with --tables", file=sys.stderr)
+    return None
+
+
+def _evaluate(args) -> int:
+    from flows.evaluate import EvaluateParams, run_evaluate
+
+    tables = args.tables or _only_table_set(args.store, "evaluate")
+    if tables is None:
+        return 2
+    given = _given(args, ("max_windows", "free_windows", "train_windows", "seed", "sampling", "temperature"))
+    try:
+        params = EvaluateParams(tables_name=tables, store=args.store, data=args.data, out=args.out, **given)
+    except ValueError as e:
+        print(f"midipix evaluate: {_first_error(e)}", file=sys.stderr)
+        return 2
+    try:
+        result = run_evaluate(params)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"midipix evaluate: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result["rows"], indent=1))
+    else:
+        print(Path(result["report"]["files"]["md"]).read_text())
+        for kind, path in result["report"]["files"].items():
+            print(f"{kind}: {path}")
+    return 0
+
+
 def _train(args) -> int:
     from pydantic import ValidationError
 
     from flows.train import TrainGridParams, TrainOneParams, run_train_grid, run_train_one
-    from tasks.steps.tables import list_table_sets
-    from tasks.storage.settings import get_settings
-    from tasks.storage.store import Store
 
     overrides = {}
     for item in args.set:
@@ -319,18 +383,12 @@ def _train(args) -> int:
         overrides[key.strip()] = json.loads(value)
     models = [m for m in args.model.split(",") if m]
     encodings = [e for e in args.encoding.split(",") if e]
-    tables = args.tables
+    tables = args.tables or _only_table_set(args.store, "train")
     if tables is None:
-        store = Store(args.store or get_settings().store)
-        names = list_table_sets(store)
-        if len(names) != 1:
-            found = f"table sets {', '.join(names)}" if names else "no table sets (build one: midipix build)"
-            print(f"midipix train: {store.uri} holds {found}; pick one with --tables", file=sys.stderr)
-            return 2
-        tables = names[0]
+        return 2
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
              "max_steps_per_epoch": args.max_steps, "early_stopping_patience": args.patience,
-             "spike_factor": args.spike_factor}
+             "spike_factor": args.spike_factor, "time_budget_s": args.time_budget_s}
     try:
         one = TrainOneParams(model=models[0], encoding=encodings[0], tables_name=tables, store=args.store,
                              data=args.data, dataset_version=args.dataset, model_overrides=overrides,

@@ -321,3 +321,38 @@ def generate_samples(store_uri: str, prefix: str, n: int, data: str | None = Non
     keys = generate(store_uri, prefix, n=n, data_uri=data)
     get_run_logger().info("%d sample files under %s/samples", len(keys), prefix)
     return keys
+
+
+@task(name="score-runs")
+def score_runs(store_uri: str, tables: str, settings: dict, data: str | None = None) -> list[dict]:
+    """Score every run of a table set and the baselines on its test split (:mod:`tasks.steps.evaluate`)."""
+    from tasks.steps.evaluate import EvalSettings, evaluate
+
+    logger = get_run_logger()
+    return evaluate(store_uri, tables, EvalSettings(**settings), data_uri=data, log=logger.info)
+
+
+@task(name="publish-report", retries=2, retry_delay_seconds=[1, 5])
+def publish_report(store_uri: str, tables: str, rows: list[dict], notes: list[str], out: str | None = None) -> dict:
+    """Write ``report.{json,md,html}`` under ``reports/<tables>/`` in the store (and into ``out``), and
+    attach the Markdown report and the rows to the Prefect run as artifacts."""
+    import tempfile
+
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.steps.evaluate import write_report
+
+    store = Store(store_uri)
+    title = f"midipix evaluation of {tables}"
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_report(rows, out or tmp, title, notes)
+        keys = {}
+        for kind, path in paths.items():
+            key = f"reports/{tables}/report.{kind}"
+            store.write_bytes(key, Path(path).read_bytes())
+            keys[kind] = store.url(key)
+        markdown = Path(paths["md"]).read_text()
+    key = _artifact_key(tables)
+    create_markdown_artifact(key=f"report-{key}", markdown=markdown, description=title)
+    create_table_artifact(key=f"scores-{key}", table=rows, description=f"Every score of {tables}")
+    return {"store": keys, "files": paths if out else {}}
