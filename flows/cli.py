@@ -204,6 +204,25 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--temperature", type=float, default=None, help=_field_help("temperature"))
     ev.add_argument("--json", action="store_true", help="print the rows as JSON")
 
+    gr = sub.add_parser("grid", help="the reference grid: build a corpus, train every model x encoding within a "
+                                     "CPU budget each, then evaluate (a Prefect flow run)")
+    gr.add_argument("--source", default="generated:24", help="generated[:N[:MINUTES]], maestro, or a folder")
+    gr.add_argument("--pieces", type=int, default=None, help="a local MAESTRO folder: a seeded subset of this many "
+                                                              "pieces, in the published split's proportions")
+    gr.add_argument("--store", default=None)
+    gr.add_argument("--name", default=None, help="table set name (default: from the source)")
+    gr.add_argument("--models", default=None, help="comma-separated (default: every paper network and the transformer)")
+    gr.add_argument("--encodings", default=None, help="comma-separated (default: enc2,enc3)")
+    gr.add_argument("--budget", type=float, default=None, dest="budget_s", metavar="SECONDS",
+                    help="seconds of training steps per model (default 240)")
+    gr.add_argument("--batch-size", type=int, default=None)
+    gr.add_argument("--seed", type=int, default=None)
+    gr.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                    help="a model config field for every model that has it (repeatable)")
+    gr.add_argument("--max-windows", type=int, default=None, help=_field_help("max_windows"))
+    gr.add_argument("--free-windows", type=int, default=None, help=_field_help("free_windows"))
+    gr.add_argument("--out", required=True, help="folder for report.md, report.html and report.json")
+
     s = sub.add_parser("show", help="summarise the table sets in a store")
     s.add_argument("store", nargs="?", default=None, help="folder or s3://bucket/prefix")
     s.add_argument("--name", default=None, help="only this table set")
@@ -289,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "evaluate":
         return _evaluate(args)
+    if args.command == "grid":
+        return _grid(args)
     if args.command == "pull":
         from tasks.steps.loader import pull_dataset
 
@@ -369,6 +390,31 @@ def _evaluate(args) -> int:
         print(Path(result["report"]["files"]["md"]).read_text())
         for kind, path in result["report"]["files"].items():
             print(f"{kind}: {path}")
+    return 0
+
+
+def _grid(args) -> int:
+    from flows.grid import GridParams, run_grid
+
+    given = _given(args, ("source", "pieces", "store", "name", "budget_s", "batch_size", "seed", "out"))
+    for key in ("models", "encodings"):
+        if getattr(args, key):
+            given[key] = [v for v in getattr(args, key).split(",") if v]
+    try:
+        overrides = {k.strip(): json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}
+        evaluate = _given(args, ("max_windows", "free_windows"))
+        params = GridParams(**given, model_overrides=overrides, evaluate=evaluate)
+    except ValueError as e:  # a bad --set value (json) or a bad field (pydantic)
+        print(f"midipix grid: {_first_error(e)}", file=sys.stderr)
+        return 2
+    try:
+        result = run_grid(params)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f"midipix grid: {e}", file=sys.stderr)
+        return 2
+    print(Path(result["report"]["files"]["md"]).read_text())
+    for kind, path in result["report"]["files"].items():
+        print(f"{kind}: {path}")
     return 0
 
 

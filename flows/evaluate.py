@@ -34,7 +34,8 @@ class EvaluateParams(BaseModel):
 
 
 @flow(name="evaluate-runs", description="Score every run of a table set and the baselines on its test split")
-def evaluate_runs(params: EvaluateParams = EvaluateParams()) -> dict:
+async def evaluate_runs(params: EvaluateParams = EvaluateParams()) -> dict:
+    # async like the other flows: the async engine does not wait for the heartbeat thread on exit
     store_uri = Store(params.store or get_settings().store).uri
     rows = score_runs(store_uri, params.tables_name, params.settings(), params.data)
     runs = sorted({r["name"] for r in rows if r["kind"] == "run"})
@@ -45,4 +46,7 @@ def evaluate_runs(params: EvaluateParams = EvaluateParams()) -> dict:
 
 
 def run_evaluate(params: EvaluateParams, return_state: bool = False):
-    return evaluate_runs(params, return_state=return_state)
+    """Run :func:`evaluate_runs` from synchronous code (the CLI, tests)."""
+    import asyncio
+
+    return asyncio.run(evaluate_runs(params, return_state=return_state))
