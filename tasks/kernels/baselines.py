@@ -19,7 +19,9 @@ Baselines (:data:`BASELINES`)
 ``loop-seed``
     The seed looped with period ``start``. Teacher-forced: column ``t`` is the real column
     ``t - start`` (a real column before ``t``: the seed for ``t < 2 start``); free-running: seed column
-    ``(t - start) mod start``. The two agree for ``T <= 2 start`` (200 columns, seed 100).
+    ``(t - start) mod start``. For ``T <= 2 start`` (200 columns, seed 100) both take the same columns;
+    they differ only in the onsets marked by the validity rule below (teacher-forced mends against the
+    real previous column, free-running against its own).
 ``markov``
     A per-key Markov chain over silent / onset / held, fitted on training states (:func:`fit`, add-one
     smoothing). Teacher-forced: per key the most likely next state given the real previous state
