@@ -260,6 +260,23 @@ def test_a_set_against_itself_is_at_distance_zero():
             assert d[f]["intra_ref_mean"] == d[f]["intra_gen_mean"] == d[f]["inter_mean"]
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_binned_density_matches_scipy_gaussian_kde(seed):
+    from scipy.stats import gaussian_kde
+
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.gamma(2.0, 1.5, 3000), rng.normal(12.0, 0.5, 500)])
+    kde = gaussian_kde(x)
+    h = M._bandwidth(x)
+    assert h == pytest.approx(float(np.sqrt(kde.covariance[0, 0])))
+    lo, size = x.min() - 4 * h, 1024
+    step = (x.max() + 4 * h - lo) / (size - 1)
+    grid = lo + step * np.arange(size)
+    want = kde(grid)
+    want /= want.sum()
+    np.testing.assert_allclose(M._density(x, lo, step, size, h), want, atol=1e-3 * want.max())
+
+
 def test_clearly_different_sets_are_apart():
     sparse, dense = table(random_clips(2, 40, density=0.03)), table(random_clips(3, 40, density=0.4))
     d = M.distribution_distances(dense, sparse)
@@ -334,3 +351,5 @@ def test_summarise_returns_plain_floats_and_known_ratios():
     same = M.summarise(ref, M.reference_set(ref), true_continuations=ref)
     assert same["note_f1"] == 1.0
     assert "note_f1" not in M.summarise(ref, ref)
+    with pytest.raises(ValueError, match="cut the reference"):
+        M.summarise(ref[:, :, :20], ref)

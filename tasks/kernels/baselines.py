@@ -59,12 +59,16 @@ BASELINES = ("zero", "repeat-last-column", "loop-seed", "markov", "random-at-den
 SILENT, ON, HELD = 0, 1, 2  # state classes
 _VALUE = np.array([0, ONSET, SUSTAIN], np.uint8)  # class -> pixel value
 _CHUNK = 256  # clips per chunk when fitting (bounds the temporary arrays)
+_CLASS = np.full(256, HELD, np.uint8)  # pixel value -> class
+_CLASS[0], _CLASS[ONSET] = SILENT, ON
 
 
 def state_classes(states) -> np.ndarray:
     """Pixel classes of states: 0 silent, 1 onset (``ONSET``), 2 held (any other non-zero). uint8."""
     s = np.asarray(states)
-    return np.where(s == 0, SILENT, np.where(s == ONSET, ON, HELD)).astype(np.uint8)
+    if s.dtype != np.uint8:
+        s = np.where(s == 0, 0, np.where(s == ONSET, ONSET, SUSTAIN)).astype(np.uint8)
+    return _CLASS[s]
 
 
 # -- fitting -----------------------------------------------------------------------------------------
