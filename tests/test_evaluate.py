@@ -56,7 +56,7 @@ def test_baselines_alone_when_no_run_was_trained(rolls):
         assert got[("repeat-last-column", "next_column_onset_f1")] == 0.0
         # other real windows: the density of the test split itself, give or take the window drawn
         assert 0.5 <= got[("real-vs-real", "note_density_ratio")] <= 2.0
-        for metric in ("overlap_pitch_class_histogram", "overlap_note_count"):
+        for metric in ("pitch_class_histogram_overlap", "note_count_overlap"):
             assert 0.0 <= got[("real-vs-real", metric)] <= 1.0
 
 
@@ -73,7 +73,7 @@ def test_runs_are_scored_beside_the_baselines(rolls, tmp_path):
     metrics = {m for _, m in lstm}
     assert {"next_column_frame_f1", "next_column_onset_f1", "note_f1", "note_density_ratio"} <= metrics
     dcgan = {m for _, m in _by(rows, kind="run", model="dcgan")}
-    assert "overlap_pitch_class_histogram" in dcgan and "note_f1" not in dcgan  # from noise: nothing to match
+    assert "pitch_class_histogram_overlap" in dcgan and "note_f1" not in dcgan  # from noise: nothing to match
     assert {r["n"] for r in rows if r["model"] == "lstm" and r["metric"].startswith("next_column")} == {
         r["n"] for r in rows if r["name"] == "zero" and r["metric"].startswith("next_column") and r["encoding"] == "enc2"}
 

@@ -145,18 +145,18 @@ def _rows(name: str, kind: str, model: str, encoding: str, metrics: dict[str, fl
              "n": int(n)} for k, v in metrics.items() if v is not None and np.isfinite(v)]
 
 
-def _free_metrics(generated: np.ndarray, reference: np.ndarray, truth: np.ndarray | None, config,
-                  ref_density: float, ref_polyphony: float) -> dict[str, float]:
-    """Free-running scores of continuations ``generated`` (N, rows, T') against the test continuations."""
+_FREE_KEEP = ("note_f1", "note_precision", "note_recall", "note_density", "mean_polyphony", "note_density_ratio",
+              "mean_polyphony_ratio")
+
+
+def _free_metrics(generated: np.ndarray, reference, truth: np.ndarray | None, config, seed: int) -> dict[str, float]:
+    """Free-running scores of continuations ``generated`` (N, rows, T') against the test continuations
+    (``reference``, a :func:`tasks.kernels.metrics.reference_set`): note F1 against ``truth`` when given,
+    overlap and KL of each distribution feature, note density, mean polyphony and their ratios."""
     from tasks.kernels.metrics import summarise
 
-    out = dict(summarise(generated, reference, config.resolution_s, config.pitch_lo, true_continuations=truth))
-    density, polyphony = out.get("note_density"), out.get("mean_polyphony")
-    if density is not None and ref_density > 0:
-        out["note_density_ratio"] = density / ref_density
-    if polyphony is not None and ref_polyphony > 0:
-        out["polyphony_ratio"] = polyphony / ref_polyphony
-    return out
+    out = summarise(generated, reference, config.resolution_s, config.pitch_lo, true_continuations=truth, seed=seed)
+    return {k: v for k, v in out.items() if k in _FREE_KEEP or k.endswith(("_overlap", "_kl"))}
 
 
 def _batched(fn: Callable[[Any], np.ndarray], images: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -173,8 +173,7 @@ def _roll_section(store: Store, data_uri: str, dataset: str, runs: list[dict], s
 
     from models.decoding import Sampling
     from tasks.kernels import baselines as B
-    from tasks.kernels.metrics import mean_polyphony, next_column_f1, note_density, clip_notes
-    from tasks.steps.sample import load_calibration, load_run
+    from tasks.kernels.metrics import next_column_f1, reference_set
 
     encoding = dataset.rsplit(".", 1)[1]
     test = _load(data_uri, dataset, None, "test", settings.max_windows, settings.seed)
@@ -188,10 +187,10 @@ def _roll_section(store: Store, data_uri: str, dataset: str, runs: list[dict], s
     states = test.images[:, 0]  # (N, rows, T)
     truth = states[:, :, start:]
     n_free = min(settings.free_windows, states.shape[0])
-    free_truth = truth[:n_free]
-    ref_density = note_density([clip_notes(c, cfg.resolution_s, cfg.pitch_lo) for c in truth],
-                               (T - start) * cfg.resolution_s)
-    ref_polyphony = mean_polyphony(truth)
+    # the free-running windows: a seeded choice across the scored ones (not the first pieces in order)
+    free = np.sort(np.random.default_rng(settings.seed + 1).choice(states.shape[0], n_free, replace=False))
+    free_truth = truth[free]
+    reference = reference_set(truth, cfg.resolution_s, cfg.pitch_lo)  # the test continuations, computed once
     rows: list[dict] = []
     log(f"{dataset}: {states.shape[0]} test windows ({n_free} free-running), columns {start}..{T - 1} scored; "
         f"baselines fitted on {train.images.shape[0]} training windows")
@@ -201,11 +200,13 @@ def _roll_section(store: Store, data_uri: str, dataset: str, runs: list[dict], s
         pred = B.teacher_forced(name, states, start, fitted, seed=settings.seed)
         metrics = {k: v for k, v in next_column_f1(pred, truth).items() if k.startswith("next_column_")}
         rows += _rows(name, "baseline", name, encoding, metrics, states.shape[0])
-        gen = B.free_running(name, states[:n_free], start, fitted, seed=settings.seed)
+        gen = B.free_running(name, states[free], start, fitted, seed=settings.seed)
         rows += _rows(name, "baseline", name, encoding,
-                      _free_metrics(gen, truth, free_truth, cfg, ref_density, ref_polyphony), n_free)
+                      _free_metrics(gen, reference, free_truth, cfg, settings.seed), n_free)
         log(f"  baseline {name}: {time.perf_counter() - t0:.1f} s")
     sampling = Sampling(settings.sampling, settings.temperature, settings.seed)
+    if runs:
+        from tasks.steps.sample import load_calibration, load_run
     for meta in runs:
         t0 = time.perf_counter()
         label = f"{meta['model']} ({meta['run']})"
@@ -227,15 +228,15 @@ def _roll_section(store: Store, data_uri: str, dataset: str, runs: list[dict], s
                 rows += _rows(meta["run"], "run", meta["model"], encoding, metrics, states.shape[0])
                 torch.manual_seed(settings.seed)
                 gen = _batched(lambda x: spec.sample(model_config, nets, x.shape[0], encoding, x, calibration,
-                                                     sampling)[:, 0, :, start:], images[:n_free])
-                free = _free_metrics(gen, truth, free_truth, cfg, ref_density, ref_polyphony)
+                                                     sampling)[:, 0, :, start:], images[free])
+                scores = _free_metrics(gen, reference, free_truth, cfg, settings.seed)
             else:  # generators from noise: the same columns of their samples, no continuation to match
                 torch.manual_seed(settings.seed)
                 gen = np.concatenate([spec.sample(model_config, nets, min(64, n_free - i), encoding, None,
                                                   calibration, sampling)[:, 0, :, start:]
                                       for i in range(0, n_free, 64)])
-                free = _free_metrics(gen, truth, None, cfg, ref_density, ref_polyphony)
-        rows += _rows(meta["run"], "run", meta["model"], encoding, free, n_free)
+                scores = _free_metrics(gen, reference, None, cfg, settings.seed)
+        rows += _rows(meta["run"], "run", meta["model"], encoding, scores, n_free)
         log(f"  run {label}: {time.perf_counter() - t0:.1f} s")
     return rows
 
@@ -331,20 +332,22 @@ def findings(rows: list[dict]) -> list[str]:
             if metric in m and metric in floor and m[metric] <= floor[metric]:
                 lines.append(f"{label}: {metric} {m[metric]:.3f} does not beat the floor ({FLOOR} "
                              f"{floor[metric]:.3f}).")
-        for metric in ("note_density_ratio", "polyphony_ratio"):
+        for metric in ("note_density_ratio", "mean_polyphony_ratio"):
             if metric in m and not 0.5 <= m[metric] <= 2.0:
                 lines.append(f"{label}: {metric} {m[metric]:.2f} is outside 0.5–2 (degenerate output).")
+    if not any(kind == "run" for kind, _ in kinds.values()):
+        return ["No runs yet: the baselines alone."]
     return lines or ["Every run beats the floor and stays within 0.5–2× of the test split's density and polyphony."]
 
 
-MAIN_METRICS = ("next_column_frame_f1", "next_column_onset_f1", "note_f1", "note_density_ratio", "polyphony_ratio",
-                "reconstruction_mse")
+MAIN_METRICS = ("next_column_frame_f1", "next_column_onset_f1", "note_f1", "note_density_ratio",
+                "mean_polyphony_ratio", "reconstruction_mse")
 
 
 def _markdown(rows: list[dict], title: str, notes: list[str]) -> str:
     table = _table(rows)
     kinds = {(r["encoding"], r["name"]): (r["kind"], r["model"]) for r in rows}
-    overlap = sorted({r["metric"] for r in rows if r["metric"].startswith("overlap_")})
+    overlap = sorted({r["metric"] for r in rows if r["metric"].endswith("_overlap")})
     cols = [c for c in MAIN_METRICS if any(c in m for m in table.values())] + overlap
     out = [f"# {title}", "", *[f"- {n}" for n in notes], ""]
     out.append("| encoding | name | kind | model | " + " | ".join(c.replace("_", " ") for c in cols) + " |")
