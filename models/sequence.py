@@ -104,8 +104,10 @@ def generate_columns(config: Any, model: torch.nn.Module, seed: torch.Tensor, n_
         y, state = model(seed, return_state=True)
         y = y[:, -1]
         while len(out) < n_steps:
-            y, state = model(step(y), state, return_state=True)
-            y = y[:, -1]
+            column = step(y)
+            if len(out) < n_steps:  # the last column is not fed back: nothing follows it
+                y, state = model(column, state, return_state=True)
+                y = y[:, -1]
     else:
         x = seed
         while len(out) < n_steps:

@@ -73,6 +73,30 @@ def load_calibration(store: Store, prefix: str, which: str = "best") -> dict | N
     return json.loads(store.read_bytes(key)) if store.exists(key) else None
 
 
+def choose_seed_rows(rows: list[dict], n: int, seed: int = 0) -> list[dict]:
+    """The rows (of a dataset's images table) of ``n`` seed windows: one window each of ``n`` distinct test
+    pieces chosen with ``seed``; where the test split has fewer, pieces of the other splits; windows repeat
+    only when the dataset has fewer than ``n``. Originals (no transposition, no noise) when there are any."""
+    if not rows:
+        raise ValueError("the dataset holds no images to seed with")
+    rows = [r for r in rows if r["transposition"] == 0 and r["noise_seed"] == -1] or rows
+    rng = np.random.default_rng(seed)
+    by_piece: dict[int, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: (r["piece_id"], r["window_start"])):
+        by_piece.setdefault(r["piece_id"], []).append(r)
+    test = [p for p in by_piece if by_piece[p][0]["split"] == "test"]
+    others = [p for p in by_piece if by_piece[p][0]["split"] != "test"]
+    pieces = [int(p) for p in rng.permutation(test)[:n]] if test else []
+    if len(pieces) < n and others:
+        pieces += [int(p) for p in rng.permutation(others)[: n - len(pieces)]]
+    chosen = [by_piece[p][int(rng.integers(len(by_piece[p])))] for p in pieces]
+    everything = [r for p in by_piece for r in by_piece[p]]
+    while len(chosen) < n:  # fewer pieces than samples: other windows, then repeats
+        left = [r for r in everything if r not in chosen] or everything
+        chosen.append(left[int(rng.integers(len(left)))])
+    return chosen
+
+
 def seed_windows(data_uri: str, name: str, version: str, n: int, seed: int = 0):
     """``n`` seed windows (uint8 tensor ``(n, C, rows, T)``) from ``n`` distinct test pieces, one window each,
     chosen with ``seed``; where the test split has fewer pieces, the rest from other pieces of any split
@@ -85,25 +109,7 @@ def seed_windows(data_uri: str, name: str, version: str, n: int, seed: int = 0):
     from tasks.storage.shards import shard_images
 
     store = Store(data_uri)
-    rows = read_images_table(store, name, version).to_pylist()
-    if not rows:
-        raise ValueError(f"{name} holds no images to seed with")
-    original = [r for r in rows if r["transposition"] == 0 and r["noise_seed"] == -1]
-    rows = original or rows
-    rng = np.random.default_rng(seed)
-    by_piece: dict[int, list[dict]] = {}
-    for r in rows:
-        by_piece.setdefault(r["piece_id"], []).append(r)
-    test = sorted(p for p in by_piece if by_piece[p][0]["split"] == "test")
-    others = sorted(p for p in by_piece if by_piece[p][0]["split"] != "test")
-    pieces = list(rng.permutation(test)[:n]) if test else []
-    if len(pieces) < n and others:
-        pieces += list(rng.permutation(others)[: n - len(pieces)])
-    chosen = [by_piece[p][int(rng.integers(len(by_piece[p])))] for p in pieces]
-    everything = sorted(rows, key=lambda r: (r["piece_id"], r["window_start"]))
-    while len(chosen) < n:  # fewer pieces than samples: other windows, then repeats
-        left = [r for r in everything if r not in chosen] or everything
-        chosen.append(left[int(rng.integers(len(left)))])
+    chosen = choose_seed_rows(read_images_table(store, name, version).to_pylist(), n, seed)
     shards: dict[str, np.ndarray] = {}
     images = []
     for r in chosen:
