@@ -30,7 +30,8 @@ from storage_schemas.encodings import ONSET, SUSTAIN
 from .configs import config_from_dict
 
 __all__ = ["SAMPLING_MODES", "Sampling", "Calibration", "DEFAULT_THRESHOLD", "regression_scores",
-           "classes3_scores", "scores_of", "density_threshold", "tempered", "decode", "onset_f1_counts", "f1"]
+           "classes3_scores", "scores_of", "density_threshold", "density_offset", "tempered", "decode",
+           "onset_f1_counts", "f1"]
 
 SAMPLING_MODES = ("threshold", "sample")
 
@@ -117,19 +118,51 @@ def density_threshold(scores: np.ndarray, positives: int) -> float:
     return float((s[k - 1] + s[k]) / 2.0)
 
 
+def _np_logit(p: np.ndarray | float) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+def density_offset(scores: np.ndarray, threshold: float, density: float, max_pixels: int = 20_000) -> float:
+    """The offset ``a`` for which ``sigmoid(a + logit(score) - logit(threshold))`` averages ``density`` over
+    ``scores`` (bisection; at most ``max_pixels`` evenly spaced scores): draws at temperature 1 are then as
+    dense as the data, on the scores' distribution."""
+    s = np.asarray(scores, np.float64).ravel()
+    if s.size == 0 or density <= 0:
+        return -20.0
+    s = s[:: max(1, s.size // max_pixels)]
+    z = _np_logit(s) - _np_logit(threshold)
+    lo, hi = -20.0, 20.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if (1.0 / (1.0 + np.exp(-(mid + z)))).mean() < density:
+            lo = mid
+        else:
+            hi = mid
+    return float((lo + hi) / 2)
+
+
 def _fit_keys(scores: np.ndarray, targets: np.ndarray, mask: np.ndarray, min_positives: int
-              ) -> tuple[list[float], list[float], float, float]:
-    """Per-key thresholds matching each key's density of ``targets`` among the ``mask`` pixels of
-    ``(N, K)`` arrays; keys with fewer than ``min_positives`` positives take the pooled threshold."""
+              ) -> tuple[list[float], list[float], list[float], float]:
+    """Per-key thresholds and draw offsets (:func:`density_offset`) matching each key's density of
+    ``targets`` among the ``mask`` pixels of ``(N, K)`` arrays; keys with fewer than ``min_positives``
+    positives take the pooled ones. Returns thresholds, offsets, densities and the pooled density."""
     pos = (targets & mask).sum(axis=0)  # (K,)
     tot = mask.sum(axis=0)
+    pooled_density = float(pos.sum() / max(1, tot.sum()))
     pooled = density_threshold(scores[mask], int(pos.sum()))
-    thresholds, densities = [], []
+    pooled_offset = density_offset(scores[mask], pooled, pooled_density)
+    thresholds, offsets, densities = [], [], []
     for k in range(scores.shape[1]):
         m = mask[:, k]
         densities.append(float(pos[k] / tot[k]) if tot[k] else 0.0)
-        thresholds.append(density_threshold(scores[m, k], int(pos[k])) if pos[k] >= min_positives else pooled)
-    return thresholds, densities, pooled, float(pos.sum() / max(1, tot.sum()))
+        if pos[k] >= min_positives:
+            thresholds.append(density_threshold(scores[m, k], int(pos[k])))
+            offsets.append(density_offset(scores[m, k], thresholds[-1], densities[-1]))
+        else:
+            thresholds.append(pooled)
+            offsets.append(pooled_offset)
+    return thresholds, offsets, densities, pooled_density
 
 
 @dataclass(frozen=True)
@@ -142,7 +175,10 @@ class Calibration:
     threshold of a key lets as many of its teacher-forced scores pass as its training pixels are lit; the
     onset threshold, as many of its lit-after-lit pixels as are onsets in the data. ``lit_density`` and
     ``onset_density`` are those training densities (per key; ``pooled_*`` over all keys), ``windows`` and
-    ``pixels`` what they were counted on.
+    ``pixels`` what they were counted on. ``lit_offsets`` / ``onset_offsets``: the log-odds at a key's
+    threshold that ``sample`` mode draws with at temperature 1 (:func:`tempered`), fitted so that the draws
+    are as dense as the data on the training scores (:func:`density_offset`); empty: ``logit(threshold)``,
+    i.e. the model's own probabilities.
     """
 
     lit_thresholds: tuple[float, ...]
@@ -154,9 +190,12 @@ class Calibration:
     windows: int = 0
     pixels: int = 0
     min_positives: int = MIN_POSITIVES
+    lit_offsets: tuple[float, ...] = ()
+    onset_offsets: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("lit_thresholds", "onset_thresholds", "lit_density", "onset_density"):
+        for name in ("lit_thresholds", "onset_thresholds", "lit_density", "onset_density", "lit_offsets",
+                     "onset_offsets"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         if len(self.lit_thresholds) != len(self.onset_thresholds):
             raise ValueError("a calibration needs as many onset thresholds as lit thresholds (one per key)")
@@ -180,10 +219,16 @@ class Calibration:
         state, prev_state = np.asarray(state).reshape(-1, K), np.asarray(prev_state).reshape(-1, K)
         on, prev_on = state != 0, prev_state != 0
         everywhere = np.ones_like(on)
-        lit_thr, lit_dens, _, lit_pool = _fit_keys(lit, on, everywhere, min_positives)
-        on_thr, on_dens, _, on_pool = _fit_keys(onset, state == ONSET, on & prev_on, min_positives)
+        lit_thr, lit_off, lit_dens, lit_pool = _fit_keys(lit, on, everywhere, min_positives)
+        on_thr, on_off, on_dens, on_pool = _fit_keys(onset, state == ONSET, on & prev_on, min_positives)
         return cls(tuple(lit_thr), tuple(on_thr), tuple(lit_dens), tuple(on_dens), lit_pool, on_pool,
-                   int(windows), int(lit.shape[0]), int(min_positives))
+                   int(windows), int(lit.shape[0]), int(min_positives), tuple(lit_off), tuple(on_off))
+
+    def offsets(self, which: str) -> tuple[float, ...]:
+        """``lit`` or ``onset`` draw offsets; ``logit(threshold)`` where none were fitted."""
+        fitted = getattr(self, f"{which}_offsets")
+        thresholds = getattr(self, f"{which}_thresholds")
+        return fitted if len(fitted) == len(thresholds) else tuple(float(v) for v in _np_logit(thresholds))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -201,17 +246,20 @@ def _logit(p: torch.Tensor) -> torch.Tensor:
     return torch.log(p) - torch.log1p(-p)
 
 
-def tempered(score: torch.Tensor, threshold: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The probability a draw uses: ``sigmoid(logit(thr) + (logit(score) - logit(thr)) / temperature)``.
+def tempered(score: torch.Tensor, threshold: torch.Tensor, temperature: float,
+             offset: torch.Tensor | None = None) -> torch.Tensor:
+    """The probability a draw uses: ``sigmoid(offset + (logit(score) - logit(thr)) / temperature)``.
 
-    At temperature 1 it is the score itself (the model's own probability); towards 0 it becomes 1 above
-    the calibrated threshold and 0 below it (the threshold decode); above 1 it flattens towards the
-    threshold's own value. For a classes3 head (``lit = 1 - p(silent)``) this is the temperature-scaled
-    two-way softmax of silent against sounding (and of onset against held), its logits offset by the
-    threshold's log-odds.
+    ``offset`` defaults to ``logit(thr)``: then temperature 1 gives the score itself (the model's own
+    probability); a calibration's fitted offsets instead make the draws at temperature 1 as dense as the
+    data (:func:`density_offset`). Towards 0 the probability becomes 1 above the calibrated threshold and
+    0 below it (the threshold decode); above 1 it flattens towards ``sigmoid(offset)``. For a classes3 head
+    (``lit = 1 - p(silent)``) this is the temperature-scaled two-way softmax of silent against sounding
+    (and of onset against held), its logits shifted so that its decision boundary is the threshold.
     """
     thr = _logit(threshold.to(score))
-    return torch.sigmoid(thr + (_logit(score.float()) - thr) / temperature)
+    offset = thr if offset is None else offset.to(score)
+    return torch.sigmoid(offset + (_logit(score.float()) - thr) / temperature)
 
 
 def decode(lit: torch.Tensor, onset: torch.Tensor, prev_lit: torch.Tensor, calibration: Calibration | None,
@@ -228,7 +276,7 @@ def decode(lit: torch.Tensor, onset: torch.Tensor, prev_lit: torch.Tensor, calib
         Per-key thresholds; None: :data:`DEFAULT_THRESHOLD` for every key.
     sampling : Sampling, optional
         ``threshold`` (default): lit where ``lit > lit_threshold``; ``sample``: lit drawn with probability
-        :func:`tempered` (seeded by ``generator``). The same rule, with the onset thresholds, says whether
+        :func:`tempered` with the calibration's offsets (seeded by ``generator``). The same rule, with the onset thresholds, says whether
         a key that was lit before starts a new note.
     generator : torch.Generator, optional
         The source of the draws (``sample`` mode).
@@ -249,8 +297,10 @@ def decode(lit: torch.Tensor, onset: torch.Tensor, prev_lit: torch.Tensor, calib
     if sampling.mode == "threshold":
         is_lit, restrike = lit > lit_thr, onset > onset_thr
     else:
-        p_lit = tempered(lit, lit_thr, sampling.temperature)
-        p_onset = tempered(onset, onset_thr, sampling.temperature)
+        lit_off = torch.tensor(calibration.offsets("lit"), device=lit.device)
+        onset_off = torch.tensor(calibration.offsets("onset"), device=lit.device)
+        p_lit = tempered(lit, lit_thr, sampling.temperature, lit_off)
+        p_onset = tempered(onset, onset_thr, sampling.temperature, onset_off)
         is_lit = torch.rand(p_lit.shape, generator=generator, device=p_lit.device) < p_lit
         restrike = torch.rand(p_onset.shape, generator=generator, device=p_onset.device) < p_onset
     starts = ~prev_lit.bool() | restrike

@@ -96,6 +96,10 @@ def test_calibration_hits_each_keys_training_density_and_pools_rare_keys():
         if (state[both[:, k], k] == ONSET).sum() >= 20:
             assert restrike[both[:, k], k].mean() == pytest.approx((state[both[:, k], k] == ONSET).mean(), abs=0.01)
             assert restrike[both[:, k], k].mean() == pytest.approx(cal.onset_density[k], abs=0.01)
+    # draws at temperature 1 are as dense as the data too (the fitted offsets), per key
+    drawn = decode(torch.from_numpy(lit).float(), torch.from_numpy(onset).float(), torch.from_numpy(prev > 0), cal,
+                   Sampling("sample", 1.0), torch.Generator().manual_seed(5)).numpy()
+    np.testing.assert_allclose((drawn > 0).mean(axis=0)[1:], real[1:], atol=0.03)  # binomial noise: sd <= 0.0075
     again = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
     assert again == cal
 
