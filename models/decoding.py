@@ -169,16 +169,22 @@ def _fit_keys(scores: np.ndarray, targets: np.ndarray, mask: np.ndarray, min_pos
 class Calibration:
     """Per-key thresholds that make a model's output as dense as the data it was fitted on.
 
-    ``lit_thresholds[k]``: key ``k`` sounds where its lit score is above it. ``onset_thresholds[k]``: a key
-    lit in the previous column too starts a new note (a re-strike) where its onset score is above it (a
-    key lit after silence always starts one). Fitted by density matching (:meth:`fit`): the lit
-    threshold of a key lets as many of its teacher-forced scores pass as its training pixels are lit; the
-    onset threshold, as many of its lit-after-lit pixels as are onsets in the data. ``lit_density`` and
-    ``onset_density`` are those training densities (per key; ``pooled_*`` over all keys), ``windows`` and
-    ``pixels`` what they were counted on. ``lit_offsets`` / ``onset_offsets``: the log-odds at a key's
-    threshold that ``sample`` mode draws with at temperature 1 (:func:`tempered`), fitted so that the draws
-    are as dense as the data on the training scores (:func:`density_offset`); empty: ``logit(threshold)``,
-    i.e. the model's own probabilities.
+    The lit threshold depends on the key's previous column: ``lit_thresholds[k]``: key ``k``, silent in the
+    previous column, sounds (starts a note) where its lit score is above it; ``hold_thresholds[k]``: key
+    ``k``, lit in the previous column, keeps sounding where its lit score is above it (empty: the lit
+    thresholds). ``onset_thresholds[k]``: a key lit in the previous column too starts a new note (a
+    re-strike) where its onset score is above it (a key lit after silence always starts one).
+
+    Fitted by density matching (:meth:`fit`) on teacher-forced scores: the lit threshold of a key lets as
+    many of its after-silence scores pass as its after-silence training pixels are lit, the hold threshold
+    as many of its after-lit scores as its after-lit pixels stay lit (so notes start and end as often as
+    in the data: one threshold for both let a model whose "still held" scores are high hold every note
+    for ever), the onset threshold as many of its lit-after-lit pixels as are onsets in the data.
+    ``lit_density``, ``hold_density`` and ``onset_density`` are those training densities (per key;
+    ``pooled_*`` over all keys), ``windows`` and ``pixels`` what they were counted on. ``*_offsets``: the
+    log-odds at a key's threshold that ``sample`` mode draws with at temperature 1 (:func:`tempered`),
+    fitted so that the draws are as dense as the data on the training scores (:func:`density_offset`);
+    empty: ``logit(threshold)``, i.e. the model's own probabilities.
     """
 
     lit_thresholds: tuple[float, ...]
@@ -192,10 +198,14 @@ class Calibration:
     min_positives: int = MIN_POSITIVES
     lit_offsets: tuple[float, ...] = ()
     onset_offsets: tuple[float, ...] = ()
+    hold_thresholds: tuple[float, ...] = ()
+    hold_offsets: tuple[float, ...] = ()
+    hold_density: tuple[float, ...] = ()
+    pooled_hold_density: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("lit_thresholds", "onset_thresholds", "lit_density", "onset_density", "lit_offsets",
-                     "onset_offsets"):
+                     "onset_offsets", "hold_thresholds", "hold_offsets", "hold_density"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         if len(self.lit_thresholds) != len(self.onset_thresholds):
             raise ValueError("a calibration needs as many onset thresholds as lit thresholds (one per key)")
@@ -218,17 +228,22 @@ class Calibration:
         lit, onset = np.asarray(lit, np.float32).reshape(-1, K), np.asarray(onset, np.float32).reshape(-1, K)
         state, prev_state = np.asarray(state).reshape(-1, K), np.asarray(prev_state).reshape(-1, K)
         on, prev_on = state != 0, prev_state != 0
-        everywhere = np.ones_like(on)
-        lit_thr, lit_off, lit_dens, lit_pool = _fit_keys(lit, on, everywhere, min_positives)
+        lit_thr, lit_off, lit_dens, lit_pool = _fit_keys(lit, on, ~prev_on, min_positives)
+        hold_thr, hold_off, hold_dens, hold_pool = _fit_keys(lit, on, prev_on, min_positives)
         on_thr, on_off, on_dens, on_pool = _fit_keys(onset, state == ONSET, on & prev_on, min_positives)
         return cls(tuple(lit_thr), tuple(on_thr), tuple(lit_dens), tuple(on_dens), lit_pool, on_pool,
-                   int(windows), int(lit.shape[0]), int(min_positives), tuple(lit_off), tuple(on_off))
+                   int(windows), int(lit.shape[0]), int(min_positives), tuple(lit_off), tuple(on_off),
+                   tuple(hold_thr), tuple(hold_off), tuple(hold_dens), hold_pool)
+
+    def thresholds(self, which: str) -> tuple[float, ...]:
+        """``lit``, ``hold`` or ``onset`` thresholds; hold: the lit ones where none were fitted."""
+        own = getattr(self, f"{which}_thresholds")
+        return own if len(own) == self.keys else self.lit_thresholds
 
     def offsets(self, which: str) -> tuple[float, ...]:
-        """``lit`` or ``onset`` draw offsets; ``logit(threshold)`` where none were fitted."""
-        fitted = getattr(self, f"{which}_offsets")
-        thresholds = getattr(self, f"{which}_thresholds")
-        return fitted if len(fitted) == len(thresholds) else tuple(float(v) for v in _np_logit(thresholds))
+        """``lit``, ``hold`` or ``onset`` draw offsets; ``logit(threshold)`` where none were fitted."""
+        fitted, thresholds = getattr(self, f"{which}_offsets"), self.thresholds(which)
+        return fitted if len(fitted) == self.keys else tuple(float(v) for v in _np_logit(thresholds))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -275,7 +290,8 @@ def decode(lit: torch.Tensor, onset: torch.Tensor, prev_lit: torch.Tensor, calib
     calibration : Calibration or None
         Per-key thresholds; None: :data:`DEFAULT_THRESHOLD` for every key.
     sampling : Sampling, optional
-        ``threshold`` (default): lit where ``lit > lit_threshold``; ``sample``: lit drawn with probability
+        ``threshold`` (default): lit where ``lit`` passes the key's lit threshold (after a silent column)
+        or hold threshold (after a lit one); ``sample``: lit drawn with probability
         :func:`tempered` with the calibration's offsets (seeded by ``generator``). The same rule, with the onset thresholds, says whether
         a key that was lit before starts a new note.
     generator : torch.Generator, optional
@@ -292,18 +308,20 @@ def decode(lit: torch.Tensor, onset: torch.Tensor, prev_lit: torch.Tensor, calib
     calibration = calibration or Calibration.default(K)
     if calibration.keys != K:
         raise ValueError(f"the calibration has {calibration.keys} keys, the scores {K}; recalibrate the run")
-    lit_thr = torch.tensor(calibration.lit_thresholds, device=lit.device)
-    onset_thr = torch.tensor(calibration.onset_thresholds, device=lit.device)
+    prev_lit = prev_lit.bool()
+    per_key = lambda values: torch.tensor(values, device=lit.device)  # noqa: E731
+    lit_thr = torch.where(prev_lit, per_key(calibration.thresholds("hold")), per_key(calibration.lit_thresholds))
+    onset_thr = per_key(calibration.onset_thresholds)
     if sampling.mode == "threshold":
         is_lit, restrike = lit > lit_thr, onset > onset_thr
     else:
-        lit_off = torch.tensor(calibration.offsets("lit"), device=lit.device)
-        onset_off = torch.tensor(calibration.offsets("onset"), device=lit.device)
+        lit_off = torch.where(prev_lit, per_key(calibration.offsets("hold")), per_key(calibration.offsets("lit")))
+        onset_off = per_key(calibration.offsets("onset"))
         p_lit = tempered(lit, lit_thr, sampling.temperature, lit_off)
         p_onset = tempered(onset, onset_thr, sampling.temperature, onset_off)
         is_lit = torch.rand(p_lit.shape, generator=generator, device=p_lit.device) < p_lit
         restrike = torch.rand(p_onset.shape, generator=generator, device=p_onset.device) < p_onset
-    starts = ~prev_lit.bool() | restrike
+    starts = ~prev_lit | restrike
     out = torch.where(starts, ONSET, SUSTAIN).to(torch.uint8)
     return torch.where(is_lit, out, torch.zeros_like(out))
 

@@ -6,8 +6,8 @@ A roll image ``(C, rows, T)`` becomes a sequence ``(T, rows)`` of columns (one c
 - :class:`NextColumnLSTM`: LSTM(88 -> 128) + Dense(128 -> 88), predicting column ``t + 1`` from columns
   ``<= t`` (teacher forcing: inputs ``x[:, :-1]``, targets ``x[:, 1:]``); 122,968 PyTorch parameters.
 - :class:`Seq2SeqLSTM`: an encoder LSTM over the context whose final ``(h, c)`` starts a decoder LSTM that
-  runs ``horizon`` steps on its own outputs (no teacher forcing); Dense(128 -> 128) -> ReLU ->
-  Dense(128 -> 88); 251,096 PyTorch parameters.
+  runs ``horizon`` steps, fed the real previous columns (``teacher``, in training) or its own outputs (the
+  paper); Dense(128 -> 128) -> ReLU -> Dense(128 -> 88); 251,096 PyTorch parameters.
 
 PyTorch's ``nn.LSTM`` has two bias vectors per gate set (``b_ih`` and ``b_hh``) where Keras has one, so each
 128-unit LSTM counts ``4 * 128 = 512`` more parameters than the paper's Keras figures (122,456 and 250,072).

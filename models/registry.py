@@ -248,7 +248,10 @@ class AutoencoderSpec(ModelSpec):
 
 @dataclass(frozen=True)
 class _SequenceSpec(ModelSpec):
-    """The LSTMs on the columns of one channel; sampling continues the first ``context`` columns of seeds."""
+    """The LSTMs on the columns of one channel; sampling continues the first ``context`` columns of seeds,
+    decoding each new column (:mod:`models.decoding`) and feeding it back (:mod:`models.sequence`).
+
+    ``spec.loss`` is the paper's loss of the entry; training uses :meth:`loss_for` (the config's weights)."""
 
     config_type: ClassVar[type] = LstmConfig
     needs_seeds: ClassVar[bool] = True
@@ -420,19 +423,19 @@ _SPECS: list[ModelSpec] = [
             "strided-conv generator and layer-normed critic, Wasserstein loss + gradient penalty"),
     AutoencoderSpec("autoencoder", HILBERT, mse_loss, "mse",
                     "conv autoencoder on 256 x 256 Hilbert images (148,081 parameters)"),
-    LstmSpec("lstm", ROLL_ENCODINGS, mse_loss, "mse", "LSTM(88->128) + Dense(128->88), next column, teacher forcing",
+    LstmSpec("lstm", ROLL_ENCODINGS, mse_loss, "mse, lit pixels weighted", "LSTM(88->128) + Dense(128->88), next column, teacher forcing",
              presets=_PAPER_REGRESSION),
-    LstmSpec("lstm-custom", ROLL_ENCODINGS, paper_custom_loss, "paper_custom(alpha=1.5, beta=0.8)",
+    LstmSpec("lstm-custom", ROLL_ENCODINGS, paper_custom_loss, "paper_custom(alpha=1.5 x pos_weight, beta=0.8)",
              "the lstm model trained with the paper's custom loss", presets=_PAPER_REGRESSION),
-    LstmSpec("lstm-classes3", STATE_ENCODINGS, classes3_loss, "cross_entropy(3 classes)",
+    LstmSpec("lstm-classes3", STATE_ENCODINGS, classes3_loss, "class-weighted cross_entropy(3 classes)",
              "next-column LSTM with a silent/onset/sustained head per key", {"head": "classes3"},
              presets=_PAPER_CLASSES3),
-    Seq2SeqSpec("seq2seq", ROLL_ENCODINGS, mse_loss, "mse",
+    Seq2SeqSpec("seq2seq", ROLL_ENCODINGS, mse_loss, "mse, lit pixels weighted",
                 "encoder-decoder LSTMs, horizon 10", presets={"paper": {**_PAPER_REGRESSION["paper"], **_PAPER_SEQ2SEQ}}),
-    Seq2SeqSpec("seq2seq-classes3", STATE_ENCODINGS, classes3_loss, "cross_entropy(3 classes)",
+    Seq2SeqSpec("seq2seq-classes3", STATE_ENCODINGS, classes3_loss, "class-weighted cross_entropy(3 classes)",
                 "seq2seq with a silent/onset/sustained head per key", {"head": "classes3"},
                 presets={"paper": {**_PAPER_CLASSES3["paper"], **_PAPER_SEQ2SEQ}}),
-    Seq2SeqSpec("seq2seq-bidir", ROLL_ENCODINGS, mse_loss, "mse",
+    Seq2SeqSpec("seq2seq-bidir", ROLL_ENCODINGS, mse_loss, "mse, lit pixels weighted",
                 "seq2seq with a bidirectional encoder (final states projected to the decoder)",
                 {"bidirectional": True}, presets={"paper": {**_PAPER_REGRESSION["paper"], **_PAPER_SEQ2SEQ}}),
 ]
