@@ -190,8 +190,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--sampling", choices=["threshold", "sample"], default="threshold",
                    help="threshold: the run's calibrated per-key thresholds; sample: seeded draws")
     g.add_argument("--temperature", type=float, default=1.0,
-                   help="sample: 1 draws from the model's probabilities, towards 0 the thresholded output, "
-                        "above 1 flatter (default 1)")
+                   help="sample: 1 draws as densely as the training data (the run's calibration), towards 0 the "
+                        "thresholded output, above 1 flatter (default 1)")
     g.add_argument("--data", default=None, help="read seed windows from this local cache")
     g.add_argument("--out", default=None, help="also copy the files into this folder")
 

@@ -35,8 +35,9 @@ class TrainOneParams(BaseModel):
     samples: int = Field(4, ge=0, description="Samples to generate and decode after training")
     sampling: Literal["threshold", "sample"] = Field("threshold", description="How samples are decoded: the "
                                                      "run's calibrated per-key thresholds, or seeded draws")
-    temperature: float = Field(1.0, gt=0, description="sample: 1 draws from the model's probabilities, towards 0 "
-                                                      "the thresholded output, above 1 flatter")
+    temperature: float = Field(1.0, gt=0, description="sample: 1 draws as densely as the training data (the "
+                                                      "run's calibration), towards 0 the thresholded output, "
+                                                      "above 1 flatter")
     loader_workers: int | None = Field(None, ge=0, description="Data-loader worker processes (default: 2 on a "
                                                                 "GPU host, 0 on CPU)")
 
