@@ -176,6 +176,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="a loss above F × the best epoch's reloads the best checkpoint and continues with SGD")
     t.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="change a model config field, e.g. --set 'conv_channels=[32,16,8]'")
+    t.add_argument("--preset", choices=["paper"], default=None,
+                   help="paper: the paper's settings (unweighted losses, checkpoint by validation loss, seq2seq on "
+                        "the first horizon fed its own outputs); default: the improved ones. --set wins over it")
     t.add_argument("--samples", type=int, default=4, help="samples generated after training")
     t.add_argument("--deployment", default=None, help="submit runs to this deployment (GPU pool) instead")
     t.add_argument("--concurrency", type=int, default=1)
@@ -186,7 +189,12 @@ def _parser() -> argparse.ArgumentParser:
                                                   "(…/best.ckpt, …/last.ckpt: that checkpoint; default best)")
     g.add_argument("--store", default=None)
     g.add_argument("--n", type=int, default=4)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="picks the seed windows and seeds the draws")
+    g.add_argument("--sampling", choices=["threshold", "sample"], default="threshold",
+                   help="threshold: the run's calibrated per-key thresholds; sample: seeded draws")
+    g.add_argument("--temperature", type=float, default=1.0,
+                   help="sample: 1 draws as densely as the training data (the run's calibration), towards 0 the "
+                        "thresholded output, above 1 flatter (default 1)")
     g.add_argument("--data", default=None, help="read seed windows from this local cache")
     g.add_argument("--out", default=None, help="also copy the files into this folder")
 
@@ -302,8 +310,15 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"midipix generate: {e}", file=sys.stderr)
             return 2
+        from models.decoding import Sampling
+
+        try:
+            sampling = Sampling(mode=args.sampling, temperature=args.temperature, seed=args.seed)
+        except ValueError as e:
+            print(f"midipix generate: {e}", file=sys.stderr)
+            return 2
         for key in generate(store.uri, prefix, n=args.n, seed=args.seed, data_uri=args.data, out_dir=args.out,
-                            which=which):
+                            which=which, sampling=sampling):
             print(store.url(key))
         return 0
     if args.command == "evaluate":
@@ -438,7 +453,8 @@ def _train(args) -> int:
     try:
         one = TrainOneParams(model=models[0], encoding=encodings[0], tables_name=tables, store=args.store,
                              data=args.data, dataset_version=args.dataset, model_overrides=overrides,
-                             train={k: v for k, v in given.items() if v is not None}, samples=args.samples)
+                             train={k: v for k, v in given.items() if v is not None}, samples=args.samples,
+                             preset=args.preset)
     except ValidationError as e:
         print(f"midipix train: {_first_error(e)}", file=sys.stderr)
         return 2
@@ -457,6 +473,7 @@ def _train(args) -> int:
         last = r["history"][-1] if r["history"] else {}
         print(f"{r['run']}: {r['parameters']:,} parameters, {r['epochs']} epochs, "
               f"train loss {last.get('train_loss')}, val loss {last.get('val_loss')}, "
+              f"val onset F1 {last.get('val_onset_f1')}, "
               f"{last.get('samples_per_s') or 0:.0f} samples/s, data wait {100 * (last.get('data_wait_share') or 0):.1f} %")
         for key in r.get("samples", []):
             print(f"  {key}")
