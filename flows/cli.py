@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from storage_schemas.training import TrainConfig
 
@@ -179,6 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None, help=f"(default {TrainConfig.seed})")
     t.add_argument("--max-steps", type=int, default=None, help="training steps per epoch at most")
     t.add_argument("--patience", type=int, default=None, help="early stopping after N epochs without progress")
+    t.add_argument("--time-budget", type=float, default=None, dest="time_budget_s", metavar="SECONDS",
+                   help="stop each run after this many seconds of training steps (its epoch under way ends there)")
     t.add_argument("--spike-factor", type=float, default=None,
                    help="a loss above F × the best epoch's reloads the best checkpoint and continues with SGD")
     gan = t.add_argument_group("GANs (gan, dcgan, wgan-gp; other models ignore these)")
@@ -190,6 +193,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="Adam betas of the GAN optimizers (default: the model's; none set: the run's)")
     t.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="change a model config field, e.g. --set 'conv_channels=[32,16,8]'")
+    t.add_argument("--preset", choices=["paper"], default=None,
+                   help="paper: the paper's settings (unweighted losses, checkpoint by validation loss, seq2seq on "
+                        "the first horizon fed its own outputs; GANs: one critic step per generator step, Adam 1e-3, "
+                        "betas 0.9/0.999); default: the improved ones. --set and the GAN options win over it")
     t.add_argument("--samples", type=int, default=4, help="samples generated after training")
     t.add_argument("--deployment", default=None, help="submit runs to this deployment (GPU pool) instead")
     t.add_argument("--concurrency", type=int, default=1)
@@ -200,9 +207,47 @@ def _parser() -> argparse.ArgumentParser:
                                                   "(…/best.ckpt, …/last.ckpt: that checkpoint; default best)")
     g.add_argument("--store", default=None)
     g.add_argument("--n", type=int, default=4)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="picks the seed windows and seeds the draws")
+    g.add_argument("--sampling", choices=["threshold", "sample"], default="threshold",
+                   help="threshold: the run's calibrated per-key thresholds; sample: seeded draws")
+    g.add_argument("--temperature", type=float, default=1.0,
+                   help="sample: 1 draws as densely as the training data (the run's calibration), towards 0 the "
+                        "thresholded output, above 1 flatter (default 1)")
     g.add_argument("--data", default=None, help="read seed windows from this local cache")
     g.add_argument("--out", default=None, help="also copy the files into this folder")
+
+    ev = sub.add_parser("evaluate", help="score every run of a table set and the baselines on its test split "
+                                        "(a Prefect flow run); writes report.md, report.html, report.json")
+    ev.add_argument("--store", default=None, help="folder or s3://bucket/prefix (default: $MIDIPIX_STORE or ./midipix-data)")
+    ev.add_argument("--tables", default=None, help="table set whose runs to score (default: the store's only one)")
+    ev.add_argument("--out", required=True, help="folder for report.md, report.html and report.json")
+    ev.add_argument("--data", default=None, help="read shards from this local cache (see: midipix pull)")
+    ev.add_argument("--max-windows", type=int, default=None, help=_field_help("max_windows"))
+    ev.add_argument("--free-windows", type=int, default=None, help=_field_help("free_windows"))
+    ev.add_argument("--train-windows", type=int, default=None, help=_field_help("train_windows"))
+    ev.add_argument("--seed", type=int, default=None, help=_field_help("seed"))
+    ev.add_argument("--sampling", choices=["threshold", "sample"], default=None, help=_field_help("sampling"))
+    ev.add_argument("--temperature", type=float, default=None, help=_field_help("temperature"))
+    ev.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+    gr = sub.add_parser("grid", help="the reference grid: build a corpus, train every model x encoding within a "
+                                     "CPU budget each, then evaluate (a Prefect flow run)")
+    gr.add_argument("--source", default="generated:24", help="generated[:N[:MINUTES]], maestro, or a folder")
+    gr.add_argument("--pieces", type=int, default=None, help="a local MAESTRO folder: a seeded subset of this many "
+                                                              "pieces, in the published split's proportions")
+    gr.add_argument("--store", default=None)
+    gr.add_argument("--name", default=None, help="table set name (default: from the source)")
+    gr.add_argument("--models", default=None, help="comma-separated (default: every paper network and the transformer)")
+    gr.add_argument("--encodings", default=None, help="comma-separated (default: enc2,enc3)")
+    gr.add_argument("--budget", type=float, default=None, dest="budget_s", metavar="SECONDS",
+                    help="seconds of training steps per model (default 240)")
+    gr.add_argument("--batch-size", type=int, default=None)
+    gr.add_argument("--seed", type=int, default=None)
+    gr.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                    help="a model config field for every model that has it (repeatable)")
+    gr.add_argument("--max-windows", type=int, default=None, help=_field_help("max_windows"))
+    gr.add_argument("--free-windows", type=int, default=None, help=_field_help("free_windows"))
+    gr.add_argument("--out", required=True, help="folder for report.md, report.html and report.json")
 
     s = sub.add_parser("show", help="summarise the table sets in a store")
     s.add_argument("store", nargs="?", default=None, help="folder or s3://bucket/prefix")
@@ -284,10 +329,21 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"midipix generate: {e}", file=sys.stderr)
             return 2
+        from models.decoding import Sampling
+
+        try:
+            sampling = Sampling(mode=args.sampling, temperature=args.temperature, seed=args.seed)
+        except ValueError as e:
+            print(f"midipix generate: {e}", file=sys.stderr)
+            return 2
         for key in generate(store.uri, prefix, n=args.n, seed=args.seed, data_uri=args.data, out_dir=args.out,
-                            which=which):
+                            which=which, sampling=sampling):
             print(store.url(key))
         return 0
+    if args.command == "evaluate":
+        return _evaluate(args)
+    if args.command == "grid":
+        return _grid(args)
     if args.command == "pull":
         from tasks.steps.loader import pull_dataset
 
@@ -323,13 +379,83 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def _field_help(name: str) -> str:
+    from flows.evaluate import EvaluateParams
+
+    field = EvaluateParams.model_fields[name]
+    return f"{field.description} (default {field.default})"
+
+
+def _only_table_set(store_uri: str | None, command: str) -> str | None:
+    """The store's one table set, or None after printing what to pass."""
+    from tasks.steps.tables import list_table_sets
+    from tasks.storage.settings import get_settings
+    from tasks.storage.store import Store
+
+    store = Store(store_uri or get_settings().store)
+    names = list_table_sets(store)
+    if len(names) == 1:
+        return names[0]
+    found = f"table sets {', '.join(names)}" if names else "no table sets (build one: midipix build)"
+    print(f"midipix {command}: {store.uri} holds {found}; pick one with --tables", file=sys.stderr)
+    return None
+
+
+def _evaluate(args) -> int:
+    from flows.evaluate import EvaluateParams, run_evaluate
+
+    tables = args.tables or _only_table_set(args.store, "evaluate")
+    if tables is None:
+        return 2
+    given = _given(args, ("max_windows", "free_windows", "train_windows", "seed", "sampling", "temperature"))
+    try:
+        params = EvaluateParams(tables_name=tables, store=args.store, data=args.data, out=args.out, **given)
+    except ValueError as e:
+        print(f"midipix evaluate: {_first_error(e)}", file=sys.stderr)
+        return 2
+    try:
+        result = run_evaluate(params)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"midipix evaluate: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result["rows"], indent=1))
+    else:
+        print(Path(result["report"]["files"]["md"]).read_text())
+        for kind, path in result["report"]["files"].items():
+            print(f"{kind}: {path}")
+    return 0
+
+
+def _grid(args) -> int:
+    from flows.grid import GridParams, run_grid
+
+    given = _given(args, ("source", "pieces", "store", "name", "budget_s", "batch_size", "seed", "out"))
+    for key in ("models", "encodings"):
+        if getattr(args, key):
+            given[key] = [v for v in getattr(args, key).split(",") if v]
+    try:
+        overrides = {k.strip(): json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}
+        evaluate = _given(args, ("max_windows", "free_windows"))
+        params = GridParams(**given, model_overrides=overrides, evaluate=evaluate)
+    except ValueError as e:  # a bad --set value (json) or a bad field (pydantic)
+        print(f"midipix grid: {_first_error(e)}", file=sys.stderr)
+        return 2
+    try:
+        result = run_grid(params)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f"midipix grid: {e}", file=sys.stderr)
+        return 2
+    print(Path(result["report"]["files"]["md"]).read_text())
+    for kind, path in result["report"]["files"].items():
+        print(f"{kind}: {path}")
+    return 0
+
+
 def _train(args) -> int:
     from pydantic import ValidationError
 
     from flows.train import TrainGridParams, TrainOneParams, run_train_grid, run_train_one
-    from tasks.steps.tables import list_table_sets
-    from tasks.storage.settings import get_settings
-    from tasks.storage.store import Store
 
     overrides = {}
     for item in args.set:
@@ -337,23 +463,18 @@ def _train(args) -> int:
         overrides[key.strip()] = json.loads(value)
     models = [m for m in args.model.split(",") if m]
     encodings = [e for e in args.encoding.split(",") if e]
-    tables = args.tables
+    tables = args.tables or _only_table_set(args.store, "train")
     if tables is None:
-        store = Store(args.store or get_settings().store)
-        names = list_table_sets(store)
-        if len(names) != 1:
-            found = f"table sets {', '.join(names)}" if names else "no table sets (build one: midipix build)"
-            print(f"midipix train: {store.uri} holds {found}; pick one with --tables", file=sys.stderr)
-            return 2
-        tables = names[0]
+        return 2
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
              "max_steps_per_epoch": args.max_steps, "early_stopping_patience": args.patience,
-             "spike_factor": args.spike_factor}
+             "spike_factor": args.spike_factor, "time_budget_s": args.time_budget_s}
     try:
         one = TrainOneParams(model=models[0], encoding=encodings[0], tables_name=tables, store=args.store,
                              data=args.data, dataset_version=args.dataset, model_overrides=overrides,
                              train={k: v for k, v in given.items() if v is not None}, samples=args.samples,
-                             gan={"n_critic": args.n_critic, "lr": args.gan_lr, "betas": args.gan_betas})
+                             gan={"n_critic": args.n_critic, "lr": args.gan_lr, "betas": args.gan_betas},
+                             preset=args.preset)
     except ValidationError as e:
         print(f"midipix train: {_first_error(e)}", file=sys.stderr)
         return 2
@@ -372,6 +493,7 @@ def _train(args) -> int:
         last = r["history"][-1] if r["history"] else {}
         print(f"{r['run']}: {r['parameters']:,} parameters, {r['epochs']} epochs, "
               f"train loss {last.get('train_loss')}, val loss {last.get('val_loss')}, "
+              f"val onset F1 {last.get('val_onset_f1')}, "
               f"{last.get('samples_per_s') or 0:.0f} samples/s, data wait {100 * (last.get('data_wait_share') or 0):.1f} %")
         for key in r.get("samples", []):
             print(f"  {key}")

@@ -5,8 +5,8 @@ also runs on a cron schedule. Two ways to run them:
 
 - ``midipix serve`` runs them in its own process (no work pool needed): one host, or a quick try.
 - ``midipix deploy`` (the team set-up, ``docker-compose.yml``) registers them in two Prefect *process*
-  work pools: the rebuild on :data:`CPU_POOL`, training (which also decodes its samples) on
-  :data:`GPU_POOL`; ``prefect worker start --pool ...`` on each host runs them. The entrypoints are
+  work pools: the rebuild on :data:`CPU_POOL`, training (which also decodes its samples) and the
+  evaluation (which runs the models) on :data:`GPU_POOL`; ``prefect worker start --pool ...`` on each host runs them. The entrypoints are
   module paths (``flows.build.build_dataset``), so a worker imports the flow from the installed package:
   no Docker registry, no git clone, no shared code folder.
 """
@@ -14,6 +14,7 @@ also runs on a cron schedule. Two ways to run them:
 from __future__ import annotations
 
 from flows.build import BuildParams, build_dataset
+from flows.evaluate import EvaluateParams, evaluate_runs
 from flows.train import TrainOneParams, train_one
 
 REBUILD_CRON = "0 3 * * *"  # daily, 03:00 UTC
@@ -46,7 +47,14 @@ def deployments(cron: str | None = REBUILD_CRON, source: str = "generated", stor
         tags=["midipix", "training"],
         entrypoint_type=kind,
     )
-    return [rebuild, train]
+    evaluate = evaluate_runs.to_deployment(
+        name="evaluate-runs",
+        parameters={"params": EvaluateParams(store=store).model_dump(mode="json")},
+        description="Score every run of a table set and the baselines on its test split; report as artifacts",
+        tags=["midipix", "evaluation"],
+        entrypoint_type=kind,
+    )
+    return [rebuild, train, evaluate]
 
 
 def serve_deployments(cron: str | None = REBUILD_CRON, source: str = "generated", store: str | None = None,
@@ -60,10 +68,10 @@ def serve_deployments(cron: str | None = REBUILD_CRON, source: str = "generated"
 def pool_deployments(cron: str | None = REBUILD_CRON, source: str = "generated", store: str | None = None,
                      cpu_pool: str = CPU_POOL, gpu_pool: str = GPU_POOL) -> dict[str, list]:
     """The deployments grouped by the work pool they go to (module-path entrypoints)."""
-    rebuild, train = deployments(cron=cron, source=source, store=store, module_path=True)
+    rebuild, train, evaluate = deployments(cron=cron, source=source, store=store, module_path=True)
     if cpu_pool == gpu_pool:
-        return {cpu_pool: [rebuild, train]}
-    return {cpu_pool: [rebuild], gpu_pool: [train]}
+        return {cpu_pool: [rebuild, train, evaluate]}
+    return {cpu_pool: [rebuild], gpu_pool: [train, evaluate]}
 
 
 def deploy_to_pools(cron: str | None = REBUILD_CRON, source: str = "generated", store: str | None = None,

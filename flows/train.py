@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow
 from prefect.logging import get_run_logger
@@ -47,7 +47,17 @@ class TrainOneParams(BaseModel):
                                             "ignored), e.g. {\"hidden\": 64} or, for the GANs, n_critic, lr, betas")
     gan: GanTrainingParams = Field(default_factory=GanTrainingParams, description="GANs only: critic updates per "
                                    "generator update and the GAN optimizers' learning rate and betas")
+    preset: Literal["paper"] | None = Field(None, description="paper: the paper's settings (unweighted losses, "
+                                            "checkpoint by validation loss, seq2seq on the first horizon fed its "
+                                            "own outputs; GANs: one critic step per generator step, Adam 1e-3, "
+                                            "betas 0.9/0.999); empty: the improved defaults. Model config fields "
+                                            "given above win over it")
     samples: int = Field(4, ge=0, description="Samples to generate and decode after training")
+    sampling: Literal["threshold", "sample"] = Field("threshold", description="How samples are decoded: the "
+                                                     "run's calibrated per-key thresholds, or seeded draws")
+    temperature: float = Field(1.0, gt=0, description="sample: 1 draws as densely as the training data (the "
+                                                      "run's calibration), towards 0 the thresholded output, "
+                                                      "above 1 flatter")
     loader_workers: int | None = Field(None, ge=0, description="Data-loader worker processes (default: 2 on a "
                                                                 "GPU host, 0 on CPU)")
 
@@ -68,7 +78,8 @@ class TrainOneParams(BaseModel):
     def request(self) -> TrainRequest:
         overrides = {**self.model_overrides, **self.gan.overrides()}
         return TrainRequest(model=self.model, encoding=self.encoding, tables_name=self.tables_name, train=self.train,
-                            dataset_version=self.dataset_version, model_overrides=tuple(sorted(overrides.items())))
+                            dataset_version=self.dataset_version, model_overrides=tuple(sorted(overrides.items())),
+                            preset=self.preset)
 
 
 class TrainGridParams(BaseModel):
@@ -87,7 +98,8 @@ async def train_one(params: TrainOneParams = TrainOneParams()) -> dict:
     store_uri = Store(params.store or get_settings().store).uri
     result = fit_model(store_uri, params.request(), params.data, params.loader_workers)
     if params.samples:
-        result["samples"] = generate_samples(store_uri, result["prefix"], params.samples, params.data)
+        result["samples"] = generate_samples(store_uri, result["prefix"], params.samples, params.data,
+                                             params.sampling, params.temperature, params.train.seed)
     return result
 
 
@@ -127,7 +139,8 @@ async def train_grid(params: TrainGridParams = TrainGridParams()) -> list[dict]:
         for run, fut in zip(runs[i:i + params.concurrency], futures):
             result = fut.result()
             if run.samples:
-                result["samples"] = generate_samples(store_uri, result["prefix"], run.samples, run.data)
+                result["samples"] = generate_samples(store_uri, result["prefix"], run.samples, run.data,
+                                                     run.sampling, run.temperature, run.train.seed)
             results.append(result)
     return results
 

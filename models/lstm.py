@@ -6,8 +6,8 @@ A roll image ``(C, rows, T)`` becomes a sequence ``(T, rows)`` of columns (one c
 - :class:`NextColumnLSTM`: LSTM(88 -> 128) + Dense(128 -> 88), predicting column ``t + 1`` from columns
   ``<= t`` (teacher forcing: inputs ``x[:, :-1]``, targets ``x[:, 1:]``); 122,968 PyTorch parameters.
 - :class:`Seq2SeqLSTM`: an encoder LSTM over the context whose final ``(h, c)`` starts a decoder LSTM that
-  runs ``horizon`` steps on its own outputs (no teacher forcing); Dense(128 -> 128) -> ReLU ->
-  Dense(128 -> 88); 251,096 PyTorch parameters.
+  runs ``horizon`` steps, fed the real previous columns (``teacher``, in training) or its own outputs (the
+  paper); Dense(128 -> 128) -> ReLU -> Dense(128 -> 88); 251,096 PyTorch parameters.
 
 PyTorch's ``nn.LSTM`` has two bias vectors per gate set (``b_ih`` and ``b_hh``) where Keras has one, so each
 128-unit LSTM counts ``4 * 128 = 512`` more parameters than the paper's Keras figures (122,456 and 250,072).
@@ -35,6 +35,8 @@ from .configs import config_from_dict
 __all__ = [
     "LSTM_HEADS",
     "LSTM_ARCHS",
+    "SEQ2SEQ_TARGETS",
+    "SELECT_BY",
     "LstmConfig",
     "NextColumnLSTM",
     "Seq2SeqLSTM",
@@ -48,6 +50,8 @@ __all__ = [
 LSTM_HEADS = ("regression", "classes3")
 LSTM_ARCHS = ("next-column", "seq2seq")
 N_CLASSES = 3  # silent, onset, sustained
+SEQ2SEQ_TARGETS = ("all", "first")
+SELECT_BY = ("onset_f1", "loss")
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,26 @@ class LstmConfig:
         Seq2seq only: columns emitted per call (10 or 100 in the paper).
     channel : int
         Which image channel the model reads (0: enc2/enc3 state, enc1 length).
+    state : bool
+        The channel holds roll states (0 / ONSET / SUSTAIN: enc2, enc3); set from the encoding by the
+        registry. False (enc1 lengths): no calibration, no onset F1, the loss picks the checkpoint.
+    pos_weight : float or None
+        Regression heads: weight of lit target pixels in the loss (:func:`models.losses.weighted_mse`;
+        for lstm-custom it multiplies the paper's ``alpha``). None: ``sqrt(dark / lit)`` of each training
+        batch (:func:`models.losses.balanced_pos_weight`); 1.0: the paper's unweighted loss.
+    class_weights : (float, float, float) or None
+        classes3 heads: cross-entropy weights of silent / onset / held. None: ``1 / sqrt(frequency)`` of
+        each class in each training batch (:func:`models.losses.balanced_class_weights`); (1, 1, 1): the
+        paper's plain cross-entropy.
+    targets : str
+        Seq2seq training pairs: ``"all"`` (every ``horizon``-column chunk after the context of a window, the
+        last one ending at the window's end) or ``"first"`` (the paper: only the chunk right after it).
+    teacher_forcing : bool
+        Seq2seq: the decoder is fed the real previous column in training (as generation feeds it the
+        decoded one); False: its own outputs (the paper).
+    select : str
+        Which validation metric picks ``best.ckpt`` and drives early stopping: ``"onset_f1"`` (teacher-forced
+        onset F1 of the validation windows, state channels only) or ``"loss"`` (the paper).
     """
 
     hidden: int = 128
@@ -83,8 +107,24 @@ class LstmConfig:
     context: int = 100
     horizon: int = 10
     channel: int = 0
+    state: bool = True
+    pos_weight: float | None = None
+    class_weights: tuple[float, float, float] | None = None
+    targets: str = "all"
+    teacher_forcing: bool = True
+    select: str = "onset_f1"
 
     def __post_init__(self) -> None:
+        if self.class_weights is not None:
+            object.__setattr__(self, "class_weights", tuple(float(w) for w in self.class_weights))
+            if len(self.class_weights) != N_CLASSES or min(self.class_weights) <= 0:
+                raise ValueError(f"class_weights must be {N_CLASSES} positive numbers (silent, onset, held)")
+        if self.pos_weight is not None and not self.pos_weight > 0:
+            raise ValueError(f"pos_weight must be > 0 (or null for the balanced weight), got {self.pos_weight}")
+        if self.targets not in SEQ2SEQ_TARGETS:
+            raise ValueError(f"targets must be one of {SEQ2SEQ_TARGETS}, got {self.targets!r}")
+        if self.select not in SELECT_BY:
+            raise ValueError(f"select must be one of {SELECT_BY}, got {self.select!r}")
         if self.head not in LSTM_HEADS:
             raise ValueError(f"head must be one of {LSTM_HEADS}, got {self.head!r}")
         if self.arch not in LSTM_ARCHS:
@@ -227,9 +267,16 @@ class Seq2SeqLSTM(nn.Module):
             c = self.bridge_c(torch.cat([c[0], c[1]], dim=-1))[None]
         return h, c
 
-    def forward(self, x: torch.Tensor, horizon: int | None = None) -> torch.Tensor:
-        horizon = self.config.horizon if horizon is None else horizon
+    def forward(self, x: torch.Tensor, horizon: int | None = None, teacher: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """``teacher`` ``(B, horizon, 88)``: the real columns to predict; given, the decoder reads the last
+        context column and then ``teacher[:, :-1]`` in one pass (teacher forcing), else its own outputs."""
         state = self.encode(x)  # context (B, T, 88)
+        if teacher is not None:
+            inputs = torch.cat([x[:, -1:], teacher[:, :-1]], dim=1)  # (B, horizon, 88)
+            h, _ = self.decoder(inputs, state)  # (B, horizon, hidden)
+            return self.head(h)
+        horizon = self.config.horizon if horizon is None else horizon
         column = x[:, -1:]  # (B, 1, 88) start token
         outputs = []
         for _ in range(horizon):

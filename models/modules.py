@@ -164,3 +164,26 @@ def seq2seq_pairs(batch: Any, context: int, horizon: int, channel: int = 0) -> t
     if x.shape[1] < context + horizon:
         raise ValueError(f"windows of {x.shape[1]} columns cannot hold {context} + {horizon}")
     return x[:, :context], x[:, context:context + horizon]
+
+
+def chunk_starts(T: int, context: int, horizon: int) -> list[int]:
+    """First columns of the ``horizon``-column chunks covering columns ``context..T-1``: every ``horizon``
+    columns from ``context``, the last one moved back to end at ``T`` (it may overlap the one before)."""
+    if T < context + horizon:
+        raise ValueError(f"windows of {T} columns cannot hold {context} + {horizon}")
+    starts = list(range(context, T - horizon + 1, horizon))
+    if starts[-1] + horizon < T:
+        starts.append(T - horizon)
+    return starts
+
+
+def seq2seq_all_pairs(batch: Any, context: int, horizon: int, channel: int = 0
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every target column of a window: one pair per chunk of :func:`chunk_starts`, ``(B * chunks,
+    context, 88)`` inputs (the ``context`` columns before the chunk) and ``(B * chunks, horizon, 88)`` targets,
+    window by window."""
+    x = columns_of(batch, channel)  # (B, T, 88)
+    starts = chunk_starts(x.shape[1], context, horizon)
+    inputs = torch.stack([x[:, s - context:s] for s in starts], dim=1)  # (B, chunks, context, 88)
+    targets = torch.stack([x[:, s:s + horizon] for s in starts], dim=1)  # (B, chunks, horizon, 88)
+    return inputs.flatten(0, 1), targets.flatten(0, 1)

@@ -341,7 +341,7 @@ class TrainResult:
     best_epoch: int | None
     best_metric: float | None
     stopped_early: bool
-    stop_reason: str | None  # "early_stopping" | "callback" | None
+    stop_reason: str | None  # "early_stopping" | "callback" | "time_budget" | None
     recovered_from_spike: int
     resumed_from_epoch: int  # 0 for a fresh run
     global_step: int
@@ -461,6 +461,7 @@ class Trainer:
             "train": train,
             "val": val,
             "seconds": time.perf_counter() - t_epoch,
+            "train_seconds": loop_s,
             "samples": samples,
             "steps": steps,
             "samples_per_s": samples / loop_s if loop_s > 0 else 0.0,
@@ -517,6 +518,8 @@ class Trainer:
         samples = steps = 0
         spikes: list[dict[str, Any]] = []
         wait = 0.0
+        budget = self.cfg.time_budget_s
+        spent = sum(h.get("train_seconds", 0.0) for h in self.history)  # earlier epochs, a resumed run's too
         t_loop = time.perf_counter()
         t0 = time.perf_counter()
         iterator: Iterator[Any] = iter(self.train_data)
@@ -544,6 +547,10 @@ class Trainer:
             weight += n
             if self.cfg.log_every and self.global_step % self.cfg.log_every == 0:
                 log.info("epoch %d step %d %s", epoch, self.global_step, _fmt(metrics))
+            if budget is not None and spent + time.perf_counter() - t_loop >= budget:
+                log.info("time budget of %.0f s spent at step %d: this epoch is the last", budget, self.global_step)
+                self.stop_reason = "time_budget"
+                break
         loop_s = time.perf_counter() - t_loop
         if steps == 0:
             raise ValueError("train_data yielded no batches")

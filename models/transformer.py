@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from .configs import config_from_dict
-from .lstm import LSTM_HEADS, N_CLASSES, NextColumnLSTM, _Head
+from .lstm import LSTM_HEADS, N_CLASSES, SELECT_BY, NextColumnLSTM, _Head
 
 __all__ = ["TransformerConfig", "NextColumnTransformer"]
 
@@ -58,6 +58,10 @@ class TransformerConfig:
         Kept for the sequence specs' shared sizing; a next-column model emits one column per step.
     channel : int
         Which image channel the model reads (0: enc2/enc3 state, enc1 length).
+    state, pos_weight, class_weights, select
+        As :class:`models.lstm.LstmConfig`'s (the sequence models' training and decoding read them): whether the
+        channel holds states (set from the encoding), the lit-pixel weight of the regression loss and the class
+        weights of the 3-class loss (None: balanced per batch), what picks ``best.ckpt``.
     """
 
     d_model: int = 128
@@ -70,8 +74,20 @@ class TransformerConfig:
     context: int = 100
     horizon: int = 10
     channel: int = 0
+    state: bool = True
+    pos_weight: float | None = None
+    class_weights: tuple[float, float, float] | None = None
+    select: str = "onset_f1"
 
     def __post_init__(self) -> None:
+        if self.class_weights is not None:
+            object.__setattr__(self, "class_weights", tuple(float(w) for w in self.class_weights))
+            if len(self.class_weights) != N_CLASSES or min(self.class_weights) <= 0:
+                raise ValueError(f"class_weights must be {N_CLASSES} positive numbers (silent, onset, held)")
+        if self.pos_weight is not None and not self.pos_weight > 0:
+            raise ValueError(f"pos_weight must be > 0 (or null for the balanced weight), got {self.pos_weight}")
+        if self.select not in SELECT_BY:
+            raise ValueError(f"select must be one of {SELECT_BY}, got {self.select!r}")
         if self.head not in LSTM_HEADS:
             raise ValueError(f"head must be one of {LSTM_HEADS}, got {self.head!r}")
         if min(self.d_model, self.layers, self.heads, self.max_len, self.features, self.context, self.horizon) < 1:

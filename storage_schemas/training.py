@@ -58,6 +58,11 @@ class TrainConfig:
         Learning-rate factor for the SGD recovery.
     max_steps_per_epoch : int or None
         Cap on training steps per epoch; None = the whole iterable.
+    time_budget_s : float or None
+        Stop training once this many seconds of training steps (summed over the run's epochs, a resumed
+        run included) are spent: the epoch under way ends after the step that crosses it, is validated and
+        checkpointed, and the run is finished (``stop_reason`` "time_budget"). How many steps fit depends
+        on the machine, so a budgeted run is reproducible only given its step count. None = off.
     log_every : int
         Log the training metrics every this many steps; 0 = off.
     """
@@ -78,6 +83,7 @@ class TrainConfig:
     spike_recovery: str = "sgd"
     spike_lr_scale: float = 1.0
     max_steps_per_epoch: int | None = None
+    time_budget_s: float | None = None
     log_every: int = 50
 
     def __post_init__(self) -> None:
@@ -106,6 +112,7 @@ class TrainConfig:
             or (isinstance(self.max_steps_per_epoch, int) and self.max_steps_per_epoch >= 1),
             "max_steps_per_epoch must be None or an int >= 1",
         )
+        _check(self.time_budget_s is None or self.time_budget_s > 0, "time_budget_s must be None or > 0")
         _check(isinstance(self.log_every, int) and self.log_every >= 0, "log_every must be an int >= 0")
 
     def to_dict(self) -> dict[str, Any]:

@@ -415,7 +415,8 @@ def test_deploy_creates_process_pools_and_module_path_deployments(prefect_api, c
     from flows.deployments import CPU_POOL, GPU_POOL, deploy_to_pools
 
     first = deploy_to_pools(cron="0 3 * * *", source="generated:2:0.1")
-    assert first == {CPU_POOL: ["build-dataset/rebuild-dataset"], GPU_POOL: ["train-model/train-model"]}
+    assert first == {CPU_POOL: ["build-dataset/rebuild-dataset"],
+                     GPU_POOL: ["train-model/train-model", "evaluate-runs/evaluate-runs"]}
     capsys.readouterr()
     assert main(["deploy", "--cron", "0 3 * * *", "--source", "generated:2:0.1"]) == 0  # again: idempotent
     printed = capsys.readouterr().out
@@ -427,7 +428,9 @@ def test_deploy_creates_process_pools_and_module_path_deployments(prefect_api, c
                 assert (await client.read_work_pool(pool)).type == "process"
             rebuild = await client.read_deployment_by_name("build-dataset/rebuild-dataset")
             train = await client.read_deployment_by_name("train-model/train-model")
-        assert (rebuild.work_pool_name, train.work_pool_name) == (CPU_POOL, GPU_POOL)
+            evaluate = await client.read_deployment_by_name("evaluate-runs/evaluate-runs")
+        assert (rebuild.work_pool_name, train.work_pool_name, evaluate.work_pool_name) == (CPU_POOL, GPU_POOL, GPU_POOL)
+        assert evaluate.entrypoint == "flows.evaluate.evaluate_runs" and not evaluate.schedules
         assert (rebuild.entrypoint, train.entrypoint) == ("flows.build.build_dataset", "flows.train.train_one")
         assert not rebuild.pull_steps and not train.pull_steps
         assert [s.schedule.cron for s in rebuild.schedules] == ["0 3 * * *"]

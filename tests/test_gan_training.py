@@ -217,8 +217,10 @@ def test_wgan_gp_defaults_follow_gulrajani_and_the_paper_preset_restores_the_old
         assert (c.n_critic, c.lr, c.betas) == (1, None, None)
     for kind in ("gan", "dcgan", "wgan-gp"):
         spec = get_spec(kind)
-        paper = tiny_config(kind, **spec.presets["paper"])
+        paper = spec.config("enc2", (3, KEYS, COLS), SMALL, preset="paper")
+        assert paper == tiny_config(kind, **spec.presets["paper"])
         assert (paper.n_critic, paper.lr, paper.betas) == (1, 1e-3, (0.9, 0.999))
+        assert spec.config("enc2", (3, KEYS, COLS), {**SMALL, "n_critic": 2}, preset="paper").n_critic == 2
         # the old trainer: TrainConfig's Adam (1e-3, 0.9/0.999) for both nets, one critic step per step
         module = spec.train_module(paper, spec.networks(paper))
         old = TrainConfig()

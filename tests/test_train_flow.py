@@ -203,6 +203,25 @@ def test_cli_train_takes_the_stores_only_table_set_and_generate_takes_any_name_o
         assert main(["generate", "--store", store, "--model", name, "--n", "1"]) == 0, name
         printed = capsys.readouterr().out.split()
         assert printed == [f"{folder}/samples/sample-00.png", f"{folder}/samples/sample-00.mid"], name
+    # calibrations stored with both checkpoints; the generate options reach the sampling
+    assert Store(store).exists(f"{result['prefix']}/calibration-best.json")
+    assert Store(store).exists(f"{result['prefix']}/calibration-last.json")
+    assert main(["generate", "--store", store, "--model", run, "--n", "1", "--sampling", "sample",
+                 "--temperature", "0.5", "--seed", "3"]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--store", store, "--model", run, "--n", "1", "--sampling", "sample",
+                 "--temperature", "0"]) == 2
+    assert "temperature must be > 0" in capsys.readouterr().err
+    # the paper preset: another run, with the paper's settings, and --set winning over it
+    assert main(["train", "--store", store, "--model", "lstm", "--epochs", "1", "--max-steps", "1", "--preset",
+                 "paper", "--batch-size", "4", "--set", "hidden=8", "--set", "select=\"onset_f1\"", "--samples", "0",
+                 "--json"]) == 0
+    (paper,) = json.loads(capsys.readouterr().out)
+    assert paper["run"] != run
+    from models.trainer import load_checkpoint
+    meta = load_checkpoint(Store(store).read_bytes(f"{paper['prefix']}/last.ckpt"))["run_meta"]
+    assert meta["request"]["preset"] == "paper"
+    assert (meta["model_config"]["pos_weight"], meta["model_config"]["select"]) == (1.0, "onset_f1")
     assert main(["generate", "--store", store, "--model", "/somewhere/else/models/x", "--n", "1"]) == 2
     assert "is not inside the store" in capsys.readouterr().err
     assert main(["train", "--store", store, "--epochs", "-1"]) == 2

@@ -231,6 +231,26 @@ def test_best_follows_the_modules_monitor_and_whole_pass_metrics():
     assert result.best_epoch == 1 and result.best_metric == 0
 
 
+class SlowModule(SupervisedModule):
+    """Each training step takes at least 20 ms."""
+
+    def train_step(self, batch, optimizers, step):
+        time.sleep(0.02)
+        return super().train_step(batch, optimizers, step)
+
+
+def test_time_budget_ends_the_epoch_under_way_and_the_run():
+    store = MemoryCheckpoints()
+    cfg = cpu_cfg(epochs=5, time_budget_s=0.05)  # 4 steps an epoch, >= 20 ms each: the 3rd crosses 50 ms
+    result = mlp_trainer(cfg, store, module_cls=SlowModule).fit()
+    assert result.stop_reason == "time_budget" and len(result.history) == 1
+    entry = result.history[0]
+    assert 1 <= entry["steps"] <= 3 and entry["train_seconds"] >= 0.05 and "loss" in entry["val"]
+    assert store.load("best") is not None
+    again = mlp_trainer(cfg, store, module_cls=SlowModule).fit()  # spent: a rerun trains no further
+    assert again.resumed_from_epoch == 1 and len(again.history) == 1 and again.global_step == result.global_step
+
+
 def test_early_stopping_when_validation_stops_improving():
     store = MemoryCheckpoints()
     cfg = cpu_cfg(epochs=10, lr=0.0, early_stopping_patience=2)  # lr 0: validation never improves on epoch 1

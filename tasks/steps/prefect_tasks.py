@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
@@ -303,7 +303,8 @@ def fit_model(store_uri: str, request: TrainRequest, data: str | None = None,
     get_run_logger().info("%s: %d parameters, %d epochs, best epoch %s", result["run"], result["parameters"],
                           result["epochs"], result["best_epoch"])
     rows = [{"epoch": h.get("epoch"), "train_loss": (h.get("train") or {}).get("loss"),
-             "val_loss": (h.get("val") or {}).get("loss"), "samples_per_s": h.get("samples_per_s"),
+             "val_loss": (h.get("val") or {}).get("loss"), "val_onset_f1": (h.get("val") or {}).get("onset_f1"),
+             "samples_per_s": h.get("samples_per_s"),
              "data_wait_share": h.get("data_wait_share")} for h in result["history"]]
     key = _artifact_key(result["run"])
     create_table_artifact(key=f"history-{key}", table=rows, description=f"Training history of {result['run']}")
@@ -314,10 +315,50 @@ def fit_model(store_uri: str, request: TrainRequest, data: str | None = None,
 
 
 @task(name="generate-samples")
-def generate_samples(store_uri: str, prefix: str, n: int, data: str | None = None) -> list[str]:
-    """Samples of a trained run decoded to PNG / MIDI / WAV next to its checkpoint."""
+def generate_samples(store_uri: str, prefix: str, n: int, data: str | None = None,
+                     sampling: Literal["threshold", "sample"] = "threshold", temperature: float = 1.0,
+                     seed: int = 0) -> list[str]:
+    """Samples of a trained run decoded to PNG / MIDI / WAV next to its checkpoint; ``sampling``: the run's
+    calibrated thresholds or seeded draws at ``temperature`` (``seed`` also picks the seed windows)."""
+    from models.decoding import Sampling
     from tasks.steps.sample import generate
 
-    keys = generate(store_uri, prefix, n=n, data_uri=data)
+    keys = generate(store_uri, prefix, n=n, data_uri=data, seed=seed,
+                    sampling=Sampling(mode=sampling, temperature=temperature, seed=seed))
     get_run_logger().info("%d sample files under %s/samples", len(keys), prefix)
     return keys
+
+
+@task(name="score-runs")
+def score_runs(store_uri: str, tables: str, settings: dict, data: str | None = None) -> list[dict]:
+    """Score every run of a table set and the baselines on its test split (:mod:`tasks.steps.evaluate`)."""
+    from tasks.steps.evaluate import EvalSettings, evaluate
+
+    logger = get_run_logger()
+    return evaluate(store_uri, tables, EvalSettings(**settings), data_uri=data, log=logger.info)
+
+
+@task(name="publish-report", retries=2, retry_delay_seconds=[1, 5])
+def publish_report(store_uri: str, tables: str, rows: list[dict], notes: list[str], out: str | None = None) -> dict:
+    """Write ``report.{json,md,html}`` under ``reports/<tables>/`` in the store (and into ``out``), and
+    attach the Markdown report and the rows to the Prefect run as artifacts."""
+    import tempfile
+
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.steps.evaluate import write_report
+
+    store = Store(store_uri)
+    title = f"midipix evaluation of {tables}"
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_report(rows, out or tmp, title, notes)
+        keys = {}
+        for kind, path in paths.items():
+            key = f"reports/{tables}/report.{kind}"
+            store.write_bytes(key, Path(path).read_bytes())
+            keys[kind] = store.url(key)
+        markdown = Path(paths["md"]).read_text()
+    key = _artifact_key(tables)
+    create_markdown_artifact(key=f"report-{key}", markdown=markdown, description=title)
+    create_table_artifact(key=f"scores-{key}", table=rows, description=f"Every score of {tables}")
+    return {"store": keys, "files": paths if out else {}}

@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 
-from storage_schemas.encodings import ONSET, SUSTAIN, RollConfig, config_from_dict
+from storage_schemas.encodings import ONSET, RollConfig, config_from_dict
 from tasks.storage.store import Store
 
 NOTE_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
@@ -22,7 +22,10 @@ def roll_rgb(image: np.ndarray, config: RollConfig) -> np.ndarray:
 
     Sustained columns are blue with brightness from velocity (when the encoding has it), onset pixels
     orange; an encoding that paints only onset pixels with a length (enc1) draws each note's length from
-    its onset as a faint bar.
+    its onset as a faint bar. A state channel is painted as the MIDI decoder reads it
+    (:func:`tasks.kernels.rolls.decode_runs_kernel`): every non-zero pixel sounds, and the first pixel of a
+    run of them, or an ``ONSET`` pixel, starts a note; off-level values (neither ``ONSET`` nor ``SUSTAIN``)
+    included.
     """
     rows, cols = image.shape[1], image.shape[2]
     rgb = np.ones((rows, cols, 3))
@@ -36,8 +39,11 @@ def roll_rgb(image: np.ndarray, config: RollConfig) -> np.ndarray:
         onset = state > 0
         sustain = np.zeros_like(onset)
     else:
-        onset = state == ONSET
-        sustain = state == SUSTAIN
+        lit = state != 0
+        before = np.zeros_like(lit)
+        before[:, 1:] = lit[:, :-1]
+        onset = lit & (~before | (state == ONSET))  # where the decoder starts a note
+        sustain = lit & ~onset
     shade = 0.35 + 0.65 * vel
     rgb[sustain] = np.stack([0.15 * shade, 0.35 * shade, 0.9 * shade], axis=-1)[sustain]
     rgb[onset] = (0.95, 0.45, 0.05)

@@ -62,6 +62,63 @@ def load_run(store: Store, prefix: str, which: str = "best"):
     return meta, spec, model_config, nets
 
 
+def load_calibration(store: Store, prefix: str, which: str = "best") -> dict | None:
+    """The stored calibration of the checkpoint :func:`load_run` loads for ``which`` (``which`` when that
+    checkpoint exists, else ``last``): ``calibration-<which>.json``'s dict, or None (a run trained before
+    calibrations were stored, or a model without one: its spec falls back to its default thresholds)."""
+    checkpoints = StoreCheckpoints(store, prefix)
+    if not store.exists(checkpoints.key(which)):
+        which = "last"
+    key = f"{prefix}/calibration-{which}.json"
+    return json.loads(store.read_bytes(key)) if store.exists(key) else None
+
+
+def choose_seed_rows(rows: list[dict], n: int, seed: int = 0) -> list[dict]:
+    """The rows (of a dataset's images table) of ``n`` seed windows: one window each of ``n`` distinct test
+    pieces chosen with ``seed``; where the test split has fewer, pieces of the other splits; windows repeat
+    only when the dataset has fewer than ``n``. Originals (no transposition, no noise) when there are any."""
+    if not rows:
+        raise ValueError("the dataset holds no images to seed with")
+    rows = [r for r in rows if r["transposition"] == 0 and r["noise_seed"] == -1] or rows
+    rng = np.random.default_rng(seed)
+    by_piece: dict[int, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: (r["piece_id"], r["window_start"])):
+        by_piece.setdefault(r["piece_id"], []).append(r)
+    test = [p for p in by_piece if by_piece[p][0]["split"] == "test"]
+    others = [p for p in by_piece if by_piece[p][0]["split"] != "test"]
+    pieces = [int(p) for p in rng.permutation(test)[:n]] if test else []
+    if len(pieces) < n and others:
+        pieces += [int(p) for p in rng.permutation(others)[: n - len(pieces)]]
+    chosen = [by_piece[p][int(rng.integers(len(by_piece[p])))] for p in pieces]
+    everything = [r for p in by_piece for r in by_piece[p]]
+    while len(chosen) < n:  # fewer pieces than samples: other windows, then repeats
+        left = [r for r in everything if r not in chosen] or everything
+        chosen.append(left[int(rng.integers(len(left)))])
+    return chosen
+
+
+def seed_windows(data_uri: str, name: str, version: str, n: int, seed: int = 0):
+    """``n`` seed windows (uint8 tensor ``(n, C, rows, T)``) from ``n`` distinct test pieces, one window each,
+    chosen with ``seed``; where the test split has fewer pieces, the rest from other pieces of any split
+    (and windows repeat only when the whole dataset holds fewer than ``n``). Originals (no transposition,
+    no pitch noise) are preferred; the images are as stored (velocities kept)."""
+    import torch
+
+    from storage_schemas import shards as SH
+    from tasks.steps.render import read_images_table
+    from tasks.storage.shards import shard_images
+
+    store = Store(data_uri)
+    chosen = choose_seed_rows(read_images_table(store, name, version).to_pylist(), n, seed)
+    shards: dict[str, np.ndarray] = {}
+    images = []
+    for r in chosen:
+        if r["shard"] not in shards:
+            shards[r["shard"]] = shard_images(store.read_bytes(SH.shard_key(name, r["shard"])))
+        images.append(shards[r["shard"]][r["row"]])
+    return torch.from_numpy(np.stack(images))
+
+
 def style_transfer(data_uri: str, piano_name: str, model, n: int):
     """The paper's experiment: guitar-timbre audio through the autoencoder trained on piano.
 
@@ -110,12 +167,14 @@ def style_transfer(data_uri: str, piano_name: str, model, n: int):
 
 
 def generate(store_uri: str, prefix: str, n: int = 4, seed: int = 0, data_uri: str | None = None,
-             out_dir: str | None = None, which: str = "best") -> list[str]:
+             out_dir: str | None = None, which: str = "best", sampling=None) -> list[str]:
     """New music from a trained run, decoded under ``prefix/samples``; returns the keys written.
 
-    GANs sample from noise; LSTM and seq2seq continue seeds taken from the test split (the first
-    ``context`` columns of test windows, then as many new columns; windows of other splits, or repeated
-    ones, where the test split holds fewer than ``n``); the autoencoder reconstructs test audio. Rolls
+    GANs sample from noise; LSTM and seq2seq continue seed windows of ``n`` distinct test pieces chosen
+    with ``seed`` (:func:`seed_windows`; their first ``context`` columns, then as many new columns), decoded
+    with the checkpoint's stored calibration (:func:`load_calibration`) as ``sampling`` says
+    (:class:`models.decoding.Sampling`; default: the calibrated thresholds); the autoencoder reconstructs
+    test audio. Rolls
     become ``sample-NN.png`` and ``sample-NN.mid`` (a sample without notes is a valid MIDI file without
     notes), Hilbert images ``sample-NN-input.wav`` / ``-output.wav`` and, when a
     ``hilbert-guitar`` dataset exists, the style-transfer clips and ``style-transfer.json``. Every sample is
@@ -140,8 +199,11 @@ def generate(store_uri: str, prefix: str, n: int = 4, seed: int = 0, data_uri: s
         if out_dir:
             atomic_write(Path(out_dir) / name, data)
 
+    calibration = load_calibration(store, prefix, which)
     seeds = None
-    if spec.needs_seeds:  # n test windows; a tiny corpus may have fewer, then any, repeated if need be
+    if spec.needs_seeds and config.kind != "audio":  # windows of n distinct pieces, test ones first
+        seeds = seed_windows(data_uri or store_uri, dataset["name"], dataset["version"], n, seed)
+    elif spec.needs_seeds:  # n test windows; a tiny corpus may have fewer, then any, repeated if need be
         for split in ("test", None):
             ds = ShardDataset(data_uri or store_uri, dataset["name"], split, batch_size=n, shuffle=False,
                               version=dataset["version"])
@@ -153,7 +215,8 @@ def generate(store_uri: str, prefix: str, n: int = 4, seed: int = 0, data_uri: s
             raise ValueError(f"{dataset['name']} holds no images to seed {meta['model']} with")
     torch.manual_seed(seed)
     with torch.no_grad():
-        images = spec.sample(model_config, nets, n, meta["encoding"], seeds)
+        images = spec.sample(model_config, nets, n, meta["encoding"], seeds, calibration=calibration,
+                             sampling=sampling)
     if config.kind == "audio":
         def wav(img: np.ndarray) -> bytes:
             return wav_bytes(hilbert_to_audio(img[None], config), config.sample_rate)

@@ -1,9 +1,10 @@
 """Training over the store: a dataset in, checkpoints out (no Prefect here; sampling is :mod:`tasks.steps.sample`).
 
 A training run is named by what determines it (model, its config, encoding, dataset version, training
-config): ``models/<run>/`` in the store holds ``last.ckpt`` / ``best.ckpt`` (each carrying its config,
-the dataset version and the dataset's encoding config), ``history.json``, ``loss.png`` and, after
-sampling, ``samples/``. Running the same request again resumes from ``last.ckpt`` instead of starting over.
+config, preset): ``models/<run>/`` in the store holds ``last.ckpt`` / ``best.ckpt`` (each carrying its config,
+the dataset version and the dataset's encoding config), ``calibration-best.json`` / ``calibration-last.json``
+(the decoding thresholds of each checkpoint, for models that need them), ``history.json``, ``loss.png``
+and, after sampling, ``samples/``. Running the same request again resumes from ``last.ckpt`` instead of starting over.
 The networks are sized by the dataset's images (:func:`image_config`), never by the encoding's defaults.
 """
 
@@ -62,6 +63,9 @@ class TrainRequest:
     model_overrides : tuple of (field, value)
         Model config fields changed from the defaults; a field no model of the request has is ignored, so a
         grid can share one set (a field no model has at all is an error).
+    preset : str or None
+        A named preset of the model's config (``"paper"``: the paper's settings; None: the improved
+        defaults); ``model_overrides`` win over it. Part of the run's identity only when set.
     """
 
     model: str
@@ -70,6 +74,7 @@ class TrainRequest:
     train: TrainConfig = field(default_factory=TrainConfig)
     dataset_version: str | None = None
     model_overrides: tuple[tuple[str, Any], ...] = ()
+    preset: str | None = None
 
     @property
     def dataset(self) -> str:
@@ -79,7 +84,7 @@ class TrainRequest:
         """JSON-friendly: the training config as :meth:`TrainConfig.to_dict`, overrides as a dict."""
         return {"model": self.model, "encoding": self.encoding, "tables_name": self.tables_name,
                 "train": self.train.to_dict(), "dataset_version": self.dataset_version,
-                "model_overrides": dict(self.model_overrides)}
+                "model_overrides": dict(self.model_overrides)} | ({"preset": self.preset} if self.preset else {})
 
 
 def image_config(manifest: dict) -> ImageConfig:
@@ -97,7 +102,8 @@ def model_config_for(request: TrainRequest, shape: tuple[int, int, int]):
     if unknown:
         raise ValueError(f"no model has config fields {unknown}")
     mine = {f.name for f in dataclasses.fields(spec.config_type)}
-    return spec.config(request.encoding, shape, {k: v for k, v in request.model_overrides if k in mine})
+    return spec.config(request.encoding, shape, {k: v for k, v in request.model_overrides if k in mine},
+                       preset=request.preset)
 
 
 def run_name(request: TrainRequest, dataset_version: str, model_config: dict) -> str:
@@ -165,12 +171,43 @@ def train_model(store_uri: str, request: TrainRequest, data_uri: str | None = No
                       callbacks=(_Epochs(), *callbacks))
     t0 = time.perf_counter()
     result = trainer.fit()
+    calibrations = calibrate_checkpoints(store, prefix, spec, model_config, data_uri or store_uri, request.dataset,
+                                         manifest["version"], cfg.batch_size)
     history = [dict(h) for h in result.history]
     store.write_bytes(f"{prefix}/history.json", _json({"meta": meta, "history": history}).encode())
     store.write_bytes(f"{prefix}/loss.png", loss_curve_png(history, title=f"{request.model} on {request.dataset}"))
     return {"run": run, "prefix": prefix, "store": store.uri, "model": request.model, "encoding": request.encoding,
             "dataset_version": manifest["version"], "parameters": meta["parameters"], "epochs": len(history),
-            "best_epoch": result.best_epoch, "history": history, "seconds": time.perf_counter() - t0}
+            "best_epoch": result.best_epoch, "history": history, "calibrations": calibrations,
+            "seconds": time.perf_counter() - t0}
+
+
+def calibrate_checkpoints(store: Store, prefix: str, spec, model_config, data_uri: str, dataset: str, version: str,
+                          batch_size: int) -> list[str]:
+    """Fit the decoding calibration of the run's ``best`` and ``last`` checkpoints on training windows
+    (``spec.calibrate``: in manifest order, capped by the spec) and write ``calibration-<which>.json`` next
+    to them (whole or not at all); returns the keys written (none for models without a calibration)."""
+    from models.trainer import load_checkpoint
+    from tasks.steps.loader import ShardDataset
+
+    checkpoints = StoreCheckpoints(store, prefix)
+    written = []
+    for which in ("best", "last"):
+        data = checkpoints.load(which)
+        if data is None:
+            continue
+        nets = spec.networks(model_config)
+        modules = load_checkpoint(data)["modules"]
+        for name, net in nets.items():
+            net.load_state_dict(modules[name])
+            net.eval()
+        batches = ShardDataset(data_uri, dataset, "train", batch_size, shuffle=False, version=version)
+        calibration = spec.calibrate(model_config, nets, batches)
+        if calibration is not None:
+            key = f"{prefix}/calibration-{which}.json"
+            store.write_bytes(key, json.dumps(calibration, sort_keys=True).encode())
+            written.append(key)
+    return written
 
 
 def loss_curve_png(history: list[dict], title: str) -> bytes:

@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -350,3 +352,49 @@ def _audio_identity(uri: str, cache: dict, fresh: dict) -> tuple[int | None, str
     if stamp is not None:
         fresh[key] = [size, stamp, sha]
     return size, sha
+
+
+def subset_corpus(source_dir: str | os.PathLike, pieces: int, dest_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """A folder of symbolic links to ``pieces`` performances of a local MAESTRO copy, with its metadata.
+
+    The pieces are a seeded choice made split by split in the proportions of the published split (at least
+    one of each split that has any), so that a table set built from the folder keeps MAESTRO's split. The
+    folder is written beside itself and renamed into place: it is whole or absent. Returns its path.
+    """
+    import csv
+    import random
+
+    src = Path(source_dir).resolve()
+    metas = sorted(src.glob("maestro-v*.csv"))
+    if not metas:
+        raise FileNotFoundError(f"{src} holds no MAESTRO metadata (maestro-v*.csv) to take a subset by")
+    if pieces < 1:
+        raise ValueError(f"pieces must be >= 1, got {pieces}")
+    with open(metas[0], newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if (src / r["midi_filename"]).is_file()]
+    by_split: dict[str, list[dict]] = {}
+    for r in rows:
+        by_split.setdefault(r["split"], []).append(r)
+    rng = random.Random(seed)
+    chosen = []
+    for split, group in sorted(by_split.items()):
+        take = max(1, round(pieces * len(group) / len(rows)))
+        chosen += rng.sample(group, min(take, len(group)))
+    dest = Path(dest_dir)
+    if dest.is_dir():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    for r in chosen:
+        link = tmp / r["midi_filename"]
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(src / r["midi_filename"])
+    with open(tmp / metas[0].name, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(chosen)
+    try:
+        tmp.rename(dest)
+    except OSError:  # another process made it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
