@@ -208,8 +208,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--store", default=None)
     g.add_argument("--n", type=int, default=4)
     g.add_argument("--seed", type=int, default=0, help="picks the seed windows and seeds the draws")
-    g.add_argument("--sampling", choices=["threshold", "sample"], default="threshold",
-                   help="threshold: the run's calibrated per-key thresholds; sample: seeded draws")
+    g.add_argument("--sampling", choices=["threshold", "sample"], default="sample",
+                   help="sample (default): seeded draws; threshold: the run's calibrated per-key thresholds")
     g.add_argument("--temperature", type=float, default=1.0,
                    help="sample: 1 draws as densely as the training data (the run's calibration), towards 0 the "
                         "thresholded output, above 1 flatter (default 1)")

@@ -25,7 +25,8 @@ class EvaluateParams(BaseModel):
     train_windows: int = Field(2000, ge=1, description="Training windows the baselines are fitted on")
     seed: int = Field(0, description="Seeds the subsamples, the baselines' draws and the runs' sampling")
     sampling: Literal["threshold", "sample"] = Field(
-        "threshold", description="How runs turn scores into notes: calibrated thresholds, or seeded draws")
+        "sample", description="How runs turn scores into notes when they run free: seeded draws, or the "
+                              "calibrated thresholds (teacher-forced scores always use the thresholds)")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature (sampling = sample)")
 
     def settings(self) -> dict:

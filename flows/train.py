@@ -53,8 +53,8 @@ class TrainOneParams(BaseModel):
                                             "betas 0.9/0.999); empty: the improved defaults. Model config fields "
                                             "given above win over it")
     samples: int = Field(4, ge=0, description="Samples to generate and decode after training")
-    sampling: Literal["threshold", "sample"] = Field("threshold", description="How samples are decoded: the "
-                                                     "run's calibrated per-key thresholds, or seeded draws")
+    sampling: Literal["threshold", "sample"] = Field("sample", description="How samples are decoded: seeded "
+                                                     "draws, or the run's calibrated per-key thresholds")
     temperature: float = Field(1.0, gt=0, description="sample: 1 draws as densely as the training data (the "
                                                       "run's calibration), towards 0 the thresholded output, "
                                                       "above 1 flatter")

@@ -43,8 +43,12 @@ class Sampling:
     Parameters
     ----------
     mode : str
-        ``"threshold"`` (the calibrated per-key thresholds; deterministic) or ``"sample"`` (Bernoulli /
-        softmax draws).
+        ``"sample"`` (Bernoulli / softmax draws; the default) or ``"threshold"`` (the calibrated per-key
+        thresholds; deterministic). Draws are the default because thresholds, fitted on teacher-forced
+        scores, start too few notes once a model runs on its own output: measured on 60 MAESTRO pieces
+        (enc2, 150 s of CPU training), free-running lstm / lstm-classes3 continuations held 0.09x / 0.04x
+        the test split's notes per second with thresholds and 0.89x / 0.70x with draws at temperature 1.
+        Teacher-forced scoring always uses the thresholds.
     temperature : float
         ``"sample"`` only: > 0; below 1 sharpens the probabilities towards the thresholded output, above 1
         flattens them.
@@ -52,7 +56,7 @@ class Sampling:
         Seed of the draws.
     """
 
-    mode: str = "threshold"
+    mode: str = "sample"
     temperature: float = 1.0
     seed: int = 0
 
@@ -290,7 +294,8 @@ def decode(lit: torch.Tensor, onset: torch.Tensor, prev_lit: torch.Tensor, calib
     calibration : Calibration or None
         Per-key thresholds; None: :data:`DEFAULT_THRESHOLD` for every key.
     sampling : Sampling, optional
-        ``threshold`` (default): lit where ``lit`` passes the key's lit threshold (after a silent column)
+        ``threshold`` (the default here, when None: teacher-forced predictions and validation decode
+        this way; generation passes its own, drawing by default): lit where ``lit`` passes the key's lit threshold (after a silent column)
         or hold threshold (after a lit one); ``sample``: lit drawn with probability
         :func:`tempered` with the calibration's offsets (seeded by ``generator``). The same rule, with the onset thresholds, says whether
         a key that was lit before starts a new note.
@@ -303,7 +308,7 @@ def decode(lit: torch.Tensor, onset: torch.Tensor, prev_lit: torch.Tensor, calib
         uint8 ``(..., K)``: a lit key after a silent column is an ``ONSET``; a lit key after a lit one is an
         ``ONSET`` where its onset score passes, else ``SUSTAIN``; an unlit key is 0.
     """
-    sampling = sampling or Sampling()
+    sampling = sampling or Sampling("threshold")
     K = lit.shape[-1]
     calibration = calibration or Calibration.default(K)
     if calibration.keys != K:

@@ -24,6 +24,8 @@ from models.transformer import TransformerConfig
 from models.sequence import SequenceModule, generate_columns, teacher_forced_outputs
 from storage_schemas.encodings import ONSET, SUSTAIN
 
+THRESHOLD = Sampling("threshold")  # the deterministic decode (the default mode draws)
+
 K, T = 12, 40
 SHAPE = (3, K, T)
 SEQUENCE_MODELS = [n for n, s in REGISTRY.items() if s.family in ("lstm", "seq2seq")]
@@ -84,7 +86,8 @@ def test_calibration_hits_each_keys_training_density_and_pools_rare_keys():
     lit = np.clip(0.3 * (state > 0) + rng.normal(0.2, 0.15, (N, K)), 0, 1)  # informative, miscalibrated
     onset = rng.random((N, K))
     cal = Calibration.fit(lit, onset, state, prev, min_positives=20)
-    out = decode(torch.from_numpy(lit).float(), torch.from_numpy(onset).float(), torch.from_numpy(prev > 0), cal)
+    out = decode(torch.from_numpy(lit).float(), torch.from_numpy(onset).float(), torch.from_numpy(prev > 0), cal,
+                 THRESHOLD)
     got = (out.numpy() > 0).mean(axis=0)
     real = (state > 0).mean(axis=0)
     np.testing.assert_allclose(got[1:], real[1:], atol=0.005)  # per key (exact where both fits are per key)
@@ -99,7 +102,7 @@ def test_calibration_hits_each_keys_training_density_and_pools_rare_keys():
     # the onset thresholds match each key's re-strike density among its lit-after-lit pixels
     both = (state > 0) & (prev > 0)
     held = torch.ones(N, K, dtype=torch.bool)
-    restrike = decode(torch.ones(N, K), torch.from_numpy(onset).float(), held, cal).numpy() == ONSET
+    restrike = decode(torch.ones(N, K), torch.from_numpy(onset).float(), held, cal, THRESHOLD).numpy() == ONSET
     for k in range(K):
         if (state[both[:, k], k] == ONSET).sum() >= 20:
             assert restrike[both[:, k], k].mean() == pytest.approx((state[both[:, k], k] == ONSET).mean(), abs=0.01)
@@ -117,10 +120,10 @@ def test_decode_rules_threshold_and_previous_column():
     lit = torch.tensor([0.9, 0.9, 0.9, 0.2])
     onset = torch.tensor([0.1, 0.1, 0.9, 0.9])
     prev = torch.tensor([False, True, True, True])
-    assert decode(lit, onset, prev, cal).tolist() == [ONSET, SUSTAIN, ONSET, 0]
-    assert decode(lit, onset, prev, None).tolist() == [ONSET, SUSTAIN, ONSET, 0]  # 0.5 without a calibration
+    assert decode(lit, onset, prev, cal, THRESHOLD).tolist() == [ONSET, SUSTAIN, ONSET, 0]
+    assert decode(lit, onset, prev, None, THRESHOLD).tolist() == [ONSET, SUSTAIN, ONSET, 0]  # 0.5 without a calibration
     with pytest.raises(ValueError, match="recalibrate"):
-        decode(lit[:3], onset[:3], prev[:3], cal)
+        decode(lit[:3], onset[:3], prev[:3], cal, THRESHOLD)
 
 
 def test_sample_decode_is_seeded_and_approaches_the_thresholds_as_temperature_falls():
@@ -131,7 +134,7 @@ def test_sample_decode_is_seeded_and_approaches_the_thresholds_as_temperature_fa
                                   torch.Generator().manual_seed(seed))
     assert torch.equal(draw(1.0, 3), draw(1.0, 3))
     assert not torch.equal(draw(1.0, 3), draw(1.0, 4))
-    exact = decode(lit, onset, prev, cal)
+    exact = decode(lit, onset, prev, cal, THRESHOLD)
     disagree = [(draw(t, 11) != exact).float().mean().item() for t in (1.0, 0.1, 1e-4)]
     assert disagree[0] > disagree[1] > disagree[2] and disagree[2] < 0.002
     # temperature 1 is the score itself
@@ -244,7 +247,7 @@ def test_generation_feeds_decoded_columns_and_a_held_everywhere_model_makes_note
     config = LstmConfig(hidden=8, features=K, context=5)
     model = _Constant(1.0, config)  # "every key sounds and is held"
     seed = torch.zeros(2, 5, K)
-    out = generate_columns(config, model, seed, 6, None, Sampling(), None)
+    out = generate_columns(config, model, seed, 6, None, THRESHOLD, None)
     assert out.shape == (2, 6, K)
     assert (out[:, 0] == ONSET).all() and (out[:, 1:] == SUSTAIN).all()  # one note per key, not onsets everywhere
     fed = torch.cat(model.fed[1:], dim=1)  # what came back after the seed: the decoded columns / 255
@@ -260,7 +263,7 @@ def test_samples_keep_the_seed_and_give_new_notes_the_seeds_velocity(name):
     spec, config, nets = tiny(name)
     seeds = roll(3)
     cal = Calibration((0.05,) * K, (0.5,) * K).to_dict()  # low thresholds: notes for sure
-    images = spec.sample(config, nets, 3, "enc2", seeds, cal, Sampling())
+    images = spec.sample(config, nets, 3, "enc2", seeds, cal, THRESHOLD)
     assert images.shape == (3, *SHAPE) and images.dtype == np.uint8
     np.testing.assert_array_equal(images[..., :20], seeds[..., :20].numpy())
     new = images[..., 20:]
@@ -332,7 +335,7 @@ def test_a_tiny_lstm_trained_on_a_repeating_pattern_keeps_playing_at_the_datas_d
         opt.step()
     cal = spec.calibrate(config, nets, [(_pattern(16, rng), {})])
     seeds = _pattern(4, rng)
-    images = spec.sample(config, nets, 4, "enc2", seeds, cal, Sampling())
+    images = spec.sample(config, nets, 4, "enc2", seeds, cal, THRESHOLD)
     data = (seeds[:, 0] > 0).float().mean().item()
     got = (images[:, 0, :, 20:] > 0).mean()
     assert 0.5 * data <= got <= 2 * data, (got, data)

@@ -60,7 +60,8 @@ class EvalSettings:
     seed : int
         Seeds the subsamples, the baselines' draws and the runs' sampling.
     sampling : str
-        ``"threshold"`` or ``"sample"``: how runs turn scores into notes (:class:`models.decoding.Sampling`).
+        ``"sample"`` or ``"threshold"``: how runs turn scores into notes when they run free
+        (:class:`models.decoding.Sampling`); teacher-forced predictions always use the thresholds.
     temperature : float
         Sampling temperature (``sampling="sample"``).
     """
@@ -69,7 +70,7 @@ class EvalSettings:
     free_windows: int = 128
     train_windows: int = 2000
     seed: int = 0
-    sampling: str = "threshold"
+    sampling: str = "sample"
     temperature: float = 1.0
 
     def __post_init__(self) -> None:

@@ -316,7 +316,7 @@ def fit_model(store_uri: str, request: TrainRequest, data: str | None = None,
 
 @task(name="generate-samples")
 def generate_samples(store_uri: str, prefix: str, n: int, data: str | None = None,
-                     sampling: Literal["threshold", "sample"] = "threshold", temperature: float = 1.0,
+                     sampling: Literal["threshold", "sample"] = "sample", temperature: float = 1.0,
                      seed: int = 0) -> list[str]:
     """Samples of a trained run decoded to PNG / MIDI / WAV next to its checkpoint; ``sampling``: the run's
     calibrated thresholds or seeded draws at ``temperature`` (``seed`` also picks the seed windows)."""
