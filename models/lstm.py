@@ -54,6 +54,21 @@ SEQ2SEQ_TARGETS = ("all", "first")
 SELECT_BY = ("onset_f1", "loss")
 
 
+def check_sequence_fields(config: Any) -> None:
+    """Check (and normalise) the fields every next-column model config shares with :class:`LstmConfig`:
+    ``class_weights``, ``pos_weight``, ``select`` and ``head``; raises ``ValueError``."""
+    if config.class_weights is not None:
+        object.__setattr__(config, "class_weights", tuple(float(w) for w in config.class_weights))
+        if len(config.class_weights) != N_CLASSES or min(config.class_weights) <= 0:
+            raise ValueError(f"class_weights must be {N_CLASSES} positive numbers (silent, onset, held)")
+    if config.pos_weight is not None and not config.pos_weight > 0:
+        raise ValueError(f"pos_weight must be > 0 (or null for the balanced weight), got {config.pos_weight}")
+    if config.select not in SELECT_BY:
+        raise ValueError(f"select must be one of {SELECT_BY}, got {config.select!r}")
+    if config.head not in LSTM_HEADS:
+        raise ValueError(f"head must be one of {LSTM_HEADS}, got {config.head!r}")
+
+
 @dataclass(frozen=True)
 class LstmConfig:
     """Shape of a sequence model.
@@ -115,18 +130,9 @@ class LstmConfig:
     select: str = "onset_f1"
 
     def __post_init__(self) -> None:
-        if self.class_weights is not None:
-            object.__setattr__(self, "class_weights", tuple(float(w) for w in self.class_weights))
-            if len(self.class_weights) != N_CLASSES or min(self.class_weights) <= 0:
-                raise ValueError(f"class_weights must be {N_CLASSES} positive numbers (silent, onset, held)")
-        if self.pos_weight is not None and not self.pos_weight > 0:
-            raise ValueError(f"pos_weight must be > 0 (or null for the balanced weight), got {self.pos_weight}")
+        check_sequence_fields(self)
         if self.targets not in SEQ2SEQ_TARGETS:
             raise ValueError(f"targets must be one of {SEQ2SEQ_TARGETS}, got {self.targets!r}")
-        if self.select not in SELECT_BY:
-            raise ValueError(f"select must be one of {SELECT_BY}, got {self.select!r}")
-        if self.head not in LSTM_HEADS:
-            raise ValueError(f"head must be one of {LSTM_HEADS}, got {self.head!r}")
         if self.arch not in LSTM_ARCHS:
             raise ValueError(f"arch must be one of {LSTM_ARCHS}, got {self.arch!r}")
         if self.bidirectional and self.arch != "seq2seq":

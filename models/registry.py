@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from storage_schemas.encodings import CHANNEL_NAMES, ONSET, ROLL_ENCODINGS, SUSTAIN, get_encoding
+from storage_schemas.encodings import CHANNEL_NAMES, ONSET, ROLL_ENCODINGS, get_encoding
 
 from .autoencoder import AutoencoderConfig, ConvAutoencoder
 from .decoding import Calibration, Sampling, decode, scores_of

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from .configs import config_from_dict
-from .lstm import LSTM_HEADS, N_CLASSES, SELECT_BY, NextColumnLSTM, _Head
+from .lstm import N_CLASSES, NextColumnLSTM, _Head, check_sequence_fields
 
 __all__ = ["TransformerConfig", "NextColumnTransformer"]
 
@@ -80,16 +80,7 @@ class TransformerConfig:
     select: str = "onset_f1"
 
     def __post_init__(self) -> None:
-        if self.class_weights is not None:
-            object.__setattr__(self, "class_weights", tuple(float(w) for w in self.class_weights))
-            if len(self.class_weights) != N_CLASSES or min(self.class_weights) <= 0:
-                raise ValueError(f"class_weights must be {N_CLASSES} positive numbers (silent, onset, held)")
-        if self.pos_weight is not None and not self.pos_weight > 0:
-            raise ValueError(f"pos_weight must be > 0 (or null for the balanced weight), got {self.pos_weight}")
-        if self.select not in SELECT_BY:
-            raise ValueError(f"select must be one of {SELECT_BY}, got {self.select!r}")
-        if self.head not in LSTM_HEADS:
-            raise ValueError(f"head must be one of {LSTM_HEADS}, got {self.head!r}")
+        check_sequence_fields(self)
         if min(self.d_model, self.layers, self.heads, self.max_len, self.features, self.context, self.horizon) < 1:
             raise ValueError("d_model, layers, heads, max_len, features, context and horizon must be >= 1")
         if self.d_model % self.heads:
