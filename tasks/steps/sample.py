@@ -173,7 +173,7 @@ def generate(store_uri: str, prefix: str, n: int = 4, seed: int = 0, data_uri: s
     GANs sample from noise; LSTM and seq2seq continue seed windows of ``n`` distinct test pieces chosen
     with ``seed`` (:func:`seed_windows`; their first ``context`` columns, then as many new columns), decoded
     with the checkpoint's stored calibration (:func:`load_calibration`) as ``sampling`` says
-    (:class:`models.decoding.Sampling`; default: the calibrated thresholds); the autoencoder reconstructs
+    (:class:`models.decoding.Sampling`; default: draws at temperature 1); the autoencoder reconstructs
     test audio. Rolls
     become ``sample-NN.png`` and ``sample-NN.mid`` (a sample without notes is a valid MIDI file without
     notes), Hilbert images ``sample-NN-input.wav`` / ``-output.wav`` and, when a
