@@ -69,8 +69,27 @@ def check_sequence_fields(config: Any) -> None:
         raise ValueError(f"head must be one of {LSTM_HEADS}, got {config.head!r}")
 
 
+class SequenceConfig:
+    """What every next-column model config (:class:`LstmConfig`, ``TransformerConfig``) shares: the output
+    width of its head, and its plain-dict form. Subclasses are frozen dataclasses with ``features`` and
+    ``head``; their ``__post_init__`` calls :func:`check_sequence_fields`."""
+
+    @property
+    def outputs(self) -> int:
+        """Width of the last linear layer: 88 values or 88 x 3 logits."""
+        return self.features * (N_CLASSES if self.head == "classes3" else 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        return config_from_dict(cls, data)
+
+
 @dataclass(frozen=True)
-class LstmConfig:
+class LstmConfig(SequenceConfig):
     """Shape of a sequence model.
 
     Parameters
@@ -139,19 +158,6 @@ class LstmConfig:
             raise ValueError("bidirectional is for the seq2seq encoder only (a next-column model may not see ahead)")
         if min(self.hidden, self.features, self.context, self.horizon) < 1:
             raise ValueError("hidden, features, context and horizon must be >= 1")
-
-    @property
-    def outputs(self) -> int:
-        """Width of the last linear layer: 88 values or 88 x 3 logits."""
-        return self.features * (N_CLASSES if self.head == "classes3" else 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LstmConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        return config_from_dict(cls, data)
 
 
 # -- conversions -------------------------------------------------------------------------------------

@@ -19,20 +19,18 @@ forcing: inputs ``x[:, :-1]``, targets ``x[:, 1:]``), the same losses and the sa
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from .configs import config_from_dict
-from .lstm import N_CLASSES, NextColumnLSTM, _Head, check_sequence_fields
+from .lstm import NextColumnLSTM, SequenceConfig, _Head, check_sequence_fields
 
 __all__ = ["TransformerConfig", "NextColumnTransformer"]
 
 
 @dataclass(frozen=True)
-class TransformerConfig:
+class TransformerConfig(SequenceConfig):
     """Shape of the next-column Transformer.
 
     Parameters
@@ -87,19 +85,6 @@ class TransformerConfig:
             raise ValueError(f"heads ({self.heads}) must divide d_model ({self.d_model})")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def outputs(self) -> int:
-        """Width of the last linear layer: 88 values or 88 x 3 logits."""
-        return self.features * (N_CLASSES if self.head == "classes3" else 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        return config_from_dict(cls, data)
 
 
 class NextColumnTransformer(nn.Module):

@@ -116,3 +116,22 @@ def midipix_env(tmp_path, monkeypatch):
     yield settings
     monkeypatch.undo()
     reload_settings()
+
+
+@pytest.fixture
+def torch_seeded():
+    """torch's global RNG seeded with 0 before the test."""
+    import torch
+
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One intra-op thread for a module of tiny tensors: more only add synchronisation on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

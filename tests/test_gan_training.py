@@ -34,18 +34,7 @@ KEYS, COLS = 12, 32  # tiny rolls: pitches 60..71, 32 columns
 SMALL = {"conv_channels": [4, 4], "latent_dim": 8, "dense_generator": [16], "dense_discriminator": [16]}
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: extra intra-op threads only add synchronisation on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread", "torch_seeded")
 
 
 def tiny_config(kind: str, encoding: str = "enc2", **overrides) -> GanConfig:

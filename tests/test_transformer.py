@@ -14,17 +14,7 @@ from models.transformer import NextColumnTransformer, TransformerConfig
 SMALL = TransformerConfig(d_model=32, layers=2, heads=4, dropout=0.0, max_len=24, features=10)
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread", "torch_seeded")
 
 
 def expected_parameters(c: TransformerConfig) -> int:

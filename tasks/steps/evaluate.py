@@ -345,18 +345,26 @@ MAIN_METRICS = ("next_column_frame_f1", "next_column_onset_f1", "note_f1", "note
                 "mean_polyphony_ratio", "reconstruction_mse")
 
 
-def _markdown(rows: list[dict], title: str, notes: list[str]) -> str:
+def _cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The report's table: its header and one list of cells per (encoding, name), baselines first."""
     table = _table(rows)
     kinds = {(r["encoding"], r["name"]): (r["kind"], r["model"]) for r in rows}
     overlap = sorted({r["metric"] for r in rows if r["metric"].endswith("_overlap")})
     cols = [c for c in MAIN_METRICS if any(c in m for m in table.values())] + overlap
-    out = [f"# {title}", "", *[f"- {n}" for n in notes], ""]
-    out.append("| encoding | name | kind | model | " + " | ".join(c.replace("_", " ") for c in cols) + " |")
-    out.append("|" + "---|" * (4 + len(cols)))
+    header = ["encoding", "name", "kind", "model", *(c.replace("_", " ") for c in cols)]
+    body = []
     for (enc, name), m in sorted(table.items(), key=lambda kv: (kv[0][0], kinds[kv[0]][0], kv[0][1])):
         kind, model = kinds[(enc, name)]
-        cells = [f"{m[c]:.3f}" if c in m else "" for c in cols]
-        out.append(f"| {enc} | {name} | {kind} | {model} | " + " | ".join(cells) + " |")
+        body.append([enc, name, kind, model, *(f"{m[c]:.3f}" if c in m else "" for c in cols)])
+    return header, body
+
+
+def _markdown(rows: list[dict], title: str, notes: list[str]) -> str:
+    header, body = _cells(rows)
+    out = [f"# {title}", "", *[f"- {n}" for n in notes], ""]
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|" + "---|" * len(header))
+    out += ["| " + " | ".join(cells) + " |" for cells in body]
     out += ["", "## Findings", "", *[f"- {line}" for line in findings(rows)], ""]
     return "\n".join(out)
 
@@ -389,21 +397,17 @@ def _plot(rows: list[dict]) -> list[tuple[str, bytes]]:
 
 
 def _html(rows: list[dict], title: str, notes: list[str]) -> str:
-    md_lines = _markdown(rows, title, notes).splitlines()
-    head = [ln for ln in md_lines if ln.startswith("|")]
+    header, cells_by_row = _cells(rows)
     body = ["<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title>",
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:nth-child(-n+4){text-align:left}"
             "tr.baseline{background:#f4f4f4}</style></head><body>",
             f"<h1>{html.escape(title)}</h1><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"]
-    if head:
-        header = [c.strip() for c in head[0].strip("|").split("|")]
-        body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>")
-        for line in head[2:]:
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            body.append(f"<tr class='{html.escape(cells[2])}'>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-                        + "</tr>")
-        body.append("</table>")
+    body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>")
+    for cells in cells_by_row:  # cells[2] is the kind: baselines shaded
+        body.append(f"<tr class='{html.escape(cells[2])}'>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+                    + "</tr>")
+    body.append("</table>")
     body.append("<h2>Findings</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in findings(rows)) + "</ul>")
     for metric, png in _plot(rows):
         body.append(f"<h2>{html.escape(metric.replace('_', ' '))}</h2><img alt='{html.escape(metric)}' "
